@@ -1,0 +1,85 @@
+"""Reading and writing adapter directories (PEFT layout + our head and card files). Only safetensors are
+ever read; a directory holding only pickle weights is refused without being opened."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE
+from .errors import AdapterFileError
+
+PREFIX = "base_model.model."
+PICKLE_FILES = ("adapter_model.bin", "pytorch_model.bin", "adapter_model.pt", "adapter_model.pkl")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise AdapterFileError(f"{path}: expected a JSON object")
+    return d
+
+
+def write_json(path: Path, d: dict[str, Any]) -> None:
+    path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+
+
+def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        pickles = [p for p in PICKLE_FILES if (path.parent / p).exists()]
+        if pickles and path.name == WEIGHTS_FILE:
+            raise AdapterFileError(
+                f"{path.parent}: holds only pickle weights ({', '.join(pickles)}); adapterhub never loads pickles "
+                f"- convert it to {WEIGHTS_FILE}")
+        raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
+    try:
+        out = {}
+        with safe_open(str(path), framework="pt") as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+        return out
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise AdapterFileError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path),
+              metadata={"format": "pt"})
+
+
+def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """``base_model.model.<path>.<suffix>`` -> {path: {suffix: tensor}}; unknown key shapes raise."""
+    per_module: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in state.items():
+        if not key.startswith(PREFIX):
+            raise AdapterFileError(f"{WEIGHTS_FILE}: key {key!r} does not start with {PREFIX!r}")
+        rest = key[len(PREFIX):]
+        for suf in sorted(suffixes, key=len, reverse=True):
+            if rest.endswith("." + suf):
+                per_module.setdefault(rest[: -len(suf) - 1], {})[suf] = t
+                break
+        else:
+            raise AdapterFileError(f"{WEIGHTS_FILE}: unexpected tensor {key!r}")
+    return per_module
+
+
+__all__ = ["CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "PREFIX",
+           "read_json", "write_json", "read_safetensors", "write_safetensors", "sha256_file", "split_module_keys"]

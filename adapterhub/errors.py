@@ -1,0 +1,26 @@
+"""Exceptions. Every one names what is wrong; all derive from :class:`AdapterHubError` (a ``ValueError``)."""
+from __future__ import annotations
+
+
+class AdapterHubError(ValueError):
+    """Base class of adapterhub's errors."""
+
+
+class AdapterNameError(AdapterHubError):
+    """A bad, unknown or duplicate adapter name."""
+
+
+class AdapterFileError(AdapterHubError):
+    """An adapter directory is missing files, holds corrupt ones, or holds unsafe (pickle) ones."""
+
+
+class BaseMismatchError(AdapterHubError):
+    """An adapter was made for another base model."""
+
+
+class StoreError(AdapterHubError):
+    """A problem with the local store."""
+
+
+class BaseSourceError(AdapterHubError):
+    """A base model string could not be resolved."""

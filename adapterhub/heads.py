@@ -1,0 +1,137 @@
+"""Task heads. A head belongs to its adapter: it is saved beside it (``adapterhub_head.json`` +
+``adapterhub_head.safetensors``) with its label names, never inside the base and never via peft's
+``modules_to_save``."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import AdapterHubError
+
+SEQ_CLS = "sequence-classification"
+TOKEN_CLS = "token-classification"
+CAUSAL_LM = "causal-lm"
+TASKS = (SEQ_CLS, TOKEN_CLS, CAUSAL_LM)
+
+
+class Head(nn.Module):
+    task: ClassVar[str] = ""
+
+    def __init__(self, labels: list[str] | None):
+        super().__init__()
+        self.labels = list(labels) if labels is not None else None
+
+    def config(self) -> dict[str, Any]:
+        return {"task": self.task, "labels": self.labels}
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SequenceClassificationHead(Head):
+    """Pools the hidden states (``mean`` over real tokens, ``cls`` = first token, ``last`` = last real token)
+    and applies dropout + a linear classifier."""
+
+    task = SEQ_CLS
+
+    def __init__(self, hidden_size: int, labels: list[str], pooling: str = "mean", dropout: float = 0.1):
+        super().__init__(labels)
+        if pooling not in ("mean", "cls", "last"):
+            raise AdapterHubError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.dropout_p = float(dropout)
+        self.classifier = nn.Linear(hidden_size, len(labels))
+
+    def config(self):
+        return {**super().config(), "pooling": self.pooling, "dropout": self.dropout_p,
+                "hidden_size": self.classifier.in_features}
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        mask = mask.to(hidden.dtype)
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        if self.pooling == "last":
+            # last real token, robust to left or right padding
+            pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+            last = (pos * mask.long()).argmax(dim=1)
+            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
+
+    def forward(self, hidden, mask, lm_head=None):
+        w = self.classifier.weight
+        return self.classifier(self.dropout(self.pool(hidden, mask).to(w.dtype)))
+
+    def loss(self, logits, labels):
+        return F.cross_entropy(logits.float(), labels)
+
+
+class TokenClassificationHead(Head):
+    task = TOKEN_CLS
+
+    def __init__(self, hidden_size: int, labels: list[str], dropout: float = 0.1):
+        super().__init__(labels)
+        self.dropout = nn.Dropout(dropout)
+        self.dropout_p = float(dropout)
+        self.classifier = nn.Linear(hidden_size, len(labels))
+
+    def config(self):
+        return {**super().config(), "dropout": self.dropout_p, "hidden_size": self.classifier.in_features}
+
+    def forward(self, hidden, mask, lm_head=None):
+        return self.classifier(self.dropout(hidden.to(self.classifier.weight.dtype)))
+
+    def loss(self, logits, labels):  # labels: [N, T], -100 = ignored (padding, non-first sub-words)
+        return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+
+class CausalLMHead(Head):
+    """Uses the base's own LM head (passed in at call time, so no base weight lives in the head)."""
+
+    task = CAUSAL_LM
+
+    def __init__(self):
+        super().__init__(None)
+
+    def forward(self, hidden, mask, lm_head=None):
+        if lm_head is None:
+            raise AdapterHubError("causal-lm head needs a base with an LM head (AutoModelForCausalLM)")
+        return lm_head(hidden)
+
+    def loss(self, logits, labels):  # next-token loss; labels -100 where not scored (prompt, padding)
+        shift_logits = logits[:, :-1].float()
+        shift_labels = labels[:, 1:]
+        return F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                               ignore_index=-100)
+
+
+def build_head(task: str, hidden_size: int, labels: list[str] | None, **options) -> Head:
+    if task == SEQ_CLS or task == TOKEN_CLS:
+        if not labels or not all(isinstance(x, str) and x for x in labels):
+            raise AdapterHubError(f"task {task!r} needs labels: a non-empty list of label names")
+        if len(set(labels)) != len(labels):
+            raise AdapterHubError(f"labels must be unique, got {labels}")
+        cls = SequenceClassificationHead if task == SEQ_CLS else TokenClassificationHead
+        allowed = {"pooling", "dropout"} if task == SEQ_CLS else {"dropout"}
+        bad = sorted(set(options) - allowed)
+        if bad:
+            raise AdapterHubError(f"unknown head option(s) {bad} for task {task!r}; known: {sorted(allowed)}")
+        return cls(hidden_size, labels, **options)
+    if task == CAUSAL_LM:
+        if labels:
+            raise AdapterHubError("task 'causal-lm' takes no labels")
+        return CausalLMHead()
+    raise AdapterHubError(f"unknown task {task!r}; known: {list(TASKS)}")
+
+
+def head_from_config(cfg: dict[str, Any], hidden_size: int) -> Head:
+    task = cfg.get("task")
+    options = {k: cfg[k] for k in ("pooling", "dropout") if k in cfg and (task == SEQ_CLS or k == "dropout")}
+    if task == CAUSAL_LM:
+        options = {}
+    if cfg.get("hidden_size") not in (None, hidden_size):
+        raise AdapterHubError(f"head was made for hidden size {cfg['hidden_size']}, the base has {hidden_size}")
+    return build_head(task, hidden_size, cfg.get("labels"), **options)

@@ -1,0 +1,101 @@
+"""Bottleneck adapters (Houlsby et al. 2019; Pfeiffer et al. 2020): ``h -> h + up(act(down(h)))`` on the output
+of a sublayer's output projection, before its residual connection.
+
+Placement ``houlsby``: after the attention block and after the feed-forward block of every layer.
+Placement ``pfeiffer``: after the feed-forward block only.
+peft has no bottleneck adapters; files use the same directory format (``adapter_config.json`` with
+``peft_type: "BOTTLENECK"`` + ``adapter_model.safetensors`` with ``base_model.model.<module>.adapter_down.*``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AdapterHubError
+from .base import BOTTLENECK, Method, MethodConfig, linear_module_names
+
+ACTIVATIONS = {"relu": torch.relu, "gelu": nn.functional.gelu, "silu": nn.functional.silu, "tanh": torch.tanh}
+
+# (attention-output, feed-forward-output) module patterns, full-match regexes over module paths
+_PLACEMENT_PATTERNS = [
+    (r".*attention\.output\.dense", r".*layer\.\d+\.output\.dense"),          # BERT, RoBERTa, MiniLM, ELECTRA
+    (r".*self_attn\.o_proj", r".*mlp\.down_proj"),                               # Llama, Mistral, Qwen, Gemma
+    (r".*attention\.out_lin", r".*ffn\.lin2"),                                   # DistilBERT
+    (r".*self_attn\.out_proj", r".*fc2"),                                        # OPT, BART-like
+    (r".*self_attention\.dense", r".*mlp\.dense_4h_to_h"),                       # GPT-NeoX/Falcon-like
+]
+
+
+@dataclasses.dataclass
+class Bottleneck(MethodConfig):
+    method = "bottleneck"
+    reduction_factor: int = 16
+    placement: str = "houlsby"
+    non_linearity: str = "relu"
+    attn_modules: str | None = None  # regex override for the attention-output projections
+    ffn_modules: str | None = None   # regex override for the feed-forward-output projections
+
+    def validate(self) -> None:
+        if not isinstance(self.reduction_factor, int) or self.reduction_factor < 1:
+            raise AdapterHubError(f"Bottleneck.reduction_factor must be a positive int, got {self.reduction_factor!r}")
+        if self.placement not in ("houlsby", "pfeiffer"):
+            raise AdapterHubError(f"Bottleneck.placement must be 'houlsby' or 'pfeiffer', got {self.placement!r}")
+        if self.non_linearity not in ACTIVATIONS:
+            raise AdapterHubError(f"Bottleneck.non_linearity must be one of {sorted(ACTIVATIONS)}, got {self.non_linearity!r}")
+
+
+class BottleneckUnit(nn.Module):
+    def __init__(self, hidden: int, bottleneck: int, non_linearity: str, dtype, device):
+        super().__init__()
+        self.adapter_down = nn.Linear(hidden, bottleneck, dtype=dtype, device=device)
+        self.adapter_up = nn.Linear(bottleneck, hidden, dtype=dtype, device=device)
+        nn.init.normal_(self.adapter_down.weight, std=1e-2)
+        nn.init.zeros_(self.adapter_down.bias)
+        nn.init.zeros_(self.adapter_up.weight)  # starts as the identity
+        nn.init.zeros_(self.adapter_up.bias)
+        self.non_linearity = non_linearity
+
+
+class BottleneckMethod(Method):
+    name = "bottleneck"
+    config_cls = Bottleneck
+    unit_kind = BOTTLENECK
+
+    def resolve_targets(self, config: Bottleneck, base: nn.Module) -> list[str]:
+        names = linear_module_names(base) + [n for n, m in base.named_modules() if type(m).__name__ == "AdaptedLinear"]
+        names = [n for n in names if not n.endswith(".base_layer")]
+        candidates = [(config.attn_modules, config.ffn_modules)] if (config.attn_modules or config.ffn_modules) \
+            else _PLACEMENT_PATTERNS
+        for attn, ffn in candidates:
+            pats = [ffn] if config.placement == "pfeiffer" else [attn, ffn]
+            found = [n for n in names if any(p and re.fullmatch(p, n) for p in pats)]
+            if found:
+                return sorted(found)
+        raise AdapterHubError(
+            f"Bottleneck: cannot find attention/feed-forward output projections in {type(base).__name__}; "
+            "pass Bottleneck(attn_modules=<regex>, ffn_modules=<regex>)")
+
+    def create(self, config: Bottleneck, module: nn.Linear, path: str) -> BottleneckUnit:
+        w = module.weight
+        hidden = module.out_features
+        return BottleneckUnit(hidden, max(1, hidden // config.reduction_factor), config.non_linearity,
+                              w.dtype if w.is_floating_point() else torch.float32, w.device)
+
+    def unit_file_state(self, unit: BottleneckUnit) -> dict[str, torch.Tensor]:
+        return {"adapter_down.weight": unit.adapter_down.weight, "adapter_down.bias": unit.adapter_down.bias,
+                "adapter_up.weight": unit.adapter_up.weight, "adapter_up.bias": unit.adapter_up.bias}
+
+    def to_adapter_config(self, config: Bottleneck, targets: list[str], base_id: str) -> dict[str, Any]:
+        return {"peft_type": "BOTTLENECK", "base_model_name_or_path": base_id, "task_type": None,
+                "inference_mode": True, "reduction_factor": config.reduction_factor, "placement": config.placement,
+                "non_linearity": config.non_linearity, "target_modules": sorted(targets),
+                "attn_modules": config.attn_modules, "ffn_modules": config.ffn_modules}
+
+    def from_adapter_config(self, d: dict[str, Any]) -> Bottleneck:
+        return Bottleneck(reduction_factor=int(d["reduction_factor"]), placement=d.get("placement", "houlsby"),
+                          non_linearity=d.get("non_linearity", "relu"), attn_modules=d.get("attn_modules"),
+                          ffn_modules=d.get("ffn_modules"))

@@ -1,0 +1,113 @@
+"""LoRA: ``h = W x + (alpha / r) * B A x``. Files are peft's LoRA format (loadable by ``peft.PeftModel``)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import AdapterHubError
+from .base import LOWRANK, Method, MethodConfig
+
+
+@dataclasses.dataclass
+class LoRA(MethodConfig):
+    """LoRA config. ``alpha`` defaults to ``2 * r``; ``target_modules`` defaults to peft's per-architecture
+    choice (e.g. query/value for BERT, q_proj/v_proj for Llama); ``"all-linear"`` targets every Linear."""
+
+    method = "lora"
+    r: int = 8
+    alpha: float | None = None
+    dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    use_rslora: bool = False
+
+    def validate(self) -> None:
+        if not isinstance(self.r, int) or self.r < 1:
+            raise AdapterHubError(f"LoRA.r must be a positive int, got {self.r!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise AdapterHubError(f"LoRA.dropout must be in [0, 1), got {self.dropout!r}")
+        if self.alpha is not None and float(self.alpha) <= 0:
+            raise AdapterHubError(f"LoRA.alpha must be > 0, got {self.alpha!r}")
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.alpha) if self.alpha is not None else 2.0 * self.r
+
+    @property
+    def scaling(self) -> float:
+        return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+class LoRAUnit(nn.Module):
+    """The LoRA factors on one Linear (names match peft's: lora_A / lora_B)."""
+
+    def __init__(self, in_features: int, out_features: int, r: int, scaling: float, dropout: float,
+                 dtype: torch.dtype, device: torch.device | None):
+        super().__init__()
+        self.lora_A = nn.Linear(in_features, r, bias=False, dtype=dtype, device=device)
+        self.lora_B = nn.Linear(r, out_features, bias=False, dtype=dtype, device=device)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # peft's default init
+        nn.init.zeros_(self.lora_B.weight)
+        self.scaling = float(scaling)
+        self.dropout = float(dropout)
+
+
+def default_lora_targets(base: nn.Module) -> list[str] | str:
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
+
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    return list(MAP.get(model_type, [])) or "all-linear"
+
+
+class LoRAMethod(Method):
+    name = "lora"
+    config_cls = LoRA
+    unit_kind = LOWRANK
+
+    def default_targets(self, config, base):
+        return default_lora_targets(base)
+
+    def create(self, config: LoRA, module: nn.Linear, path: str) -> LoRAUnit:
+        w = module.weight
+        return LoRAUnit(module.in_features, module.out_features, config.r, config.scaling, config.dropout,
+                        w.dtype if w.is_floating_point() else torch.float32, w.device)
+
+    def lowrank_factors(self, unit: LoRAUnit):
+        return unit.lora_A.weight, unit.lora_B.weight, unit.scaling
+
+    def unit_file_state(self, unit: LoRAUnit) -> dict[str, torch.Tensor]:
+        return {"lora_A.weight": unit.lora_A.weight, "lora_B.weight": unit.lora_B.weight}
+
+    def to_adapter_config(self, config: LoRA, targets: list[str], base_id: str) -> dict[str, Any]:
+        from peft import LoraConfig
+
+        pc = LoraConfig(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
+                        target_modules=list(targets), use_rslora=config.use_rslora, bias="none",
+                        base_model_name_or_path=base_id, inference_mode=True)
+        d = pc.to_dict()
+        d["target_modules"] = sorted(targets)  # exact module paths: plain peft re-targets the same set
+        return _jsonable(d)
+
+    def from_adapter_config(self, d: dict[str, Any]) -> LoRA:
+        if d.get("use_dora"):
+            raise AdapterHubError("adapter_config.json: DoRA (use_dora=true) is not supported by adapterhub")
+        if d.get("rank_pattern") or d.get("alpha_pattern"):
+            raise AdapterHubError("adapter_config.json: rank_pattern/alpha_pattern LoRA files are not supported yet")
+        tm = d.get("target_modules")
+        return LoRA(r=int(d["r"]), alpha=float(d.get("lora_alpha", 8)), dropout=float(d.get("lora_dropout", 0.0)),
+                    target_modules=sorted(tm) if isinstance(tm, (list, set, tuple)) else tm,
+                    use_rslora=bool(d.get("use_rslora", False)))
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, set):
+            v = sorted(v)
+        elif hasattr(v, "value") and not isinstance(v, (int, float, str, bool)):
+            v = v.value  # enums
+        out[k] = v
+    return out

@@ -1,0 +1,246 @@
+"""The local store: the embedded default hub.
+
+Layout: ``<root>/<name>/v<N>/`` holds one adapter directory (``adapter_config.json``,
+``adapter_model.safetensors``, ``adapter_card.json``, optional head files). Every write goes
+through :func:`atomic_dir` (copy into a ``.tmp-*`` sibling, fsync, ``os.rename``), so readers see
+either a whole version or none; leftover ``.tmp-*`` directories from crashes are ignored.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import paths
+from .card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from .errors import AdapterFileError, AdapterNameError, StoreError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+MAX_NAME_LEN = 64
+REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
+TMP_PREFIX = ".tmp-"
+_VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]*)$")
+_VERSION_STR_RE = re.compile(r"^v?([1-9][0-9]*)$")
+
+
+class TargetExistsError(StoreError):
+    """:func:`atomic_dir` was asked to create a directory that already exists."""
+
+
+def validate_name(name: object) -> str:
+    """Return ``name`` if it is a valid adapter name, else raise :class:`AdapterNameError` saying why."""
+    if not isinstance(name, str):
+        raise AdapterNameError(f"adapter name must be a string, got {type(name).__name__}")
+    if not name:
+        raise AdapterNameError("adapter name is empty")
+    if len(name) > MAX_NAME_LEN:
+        raise AdapterNameError(f"adapter name is too long ({len(name)} > {MAX_NAME_LEN} characters): {name[:20]!r}...")
+    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
+        raise AdapterNameError(f"adapter name {name!r} contains a path separator")
+    if ".." in name:
+        raise AdapterNameError(f"adapter name {name!r} contains '..'")
+    if not NAME_RE.match(name):
+        raise AdapterNameError(
+            f"adapter name {name!r} is invalid: use letters, digits, '_' and '-', starting with a letter or digit")
+    return name
+
+
+def parse_version(version: int | str) -> int:
+    """``3``, ``"3"`` or ``"v3"`` -> ``3``. Raises :class:`StoreError` for anything else (including < 1)."""
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version >= 1:
+            return version
+    elif isinstance(version, str):
+        m = _VERSION_STR_RE.match(version.strip())
+        if m:
+            return int(m.group(1))
+    raise StoreError(f"bad version {version!r}: expected a positive integer like 3, '3' or 'v3'")
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. directories on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for f in filenames:
+            _fsync_path(Path(dirpath) / f)
+        _fsync_path(Path(dirpath))
+
+
+def _copy_tree(src: Path, dst: Path) -> None:
+    """Copy the contents of ``src`` into the existing dir ``dst``, following symlinks; stops at the first error."""
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
+        rel = Path(dirpath).relative_to(src)
+        for d in dirnames:
+            (dst / rel / d).mkdir()
+        for f in filenames:
+            shutil.copy2(Path(dirpath) / f, dst / rel / f)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Build a directory atomically.
+
+    Yields an empty temp dir (``.tmp-*``) next to ``target``; fill it. On normal exit its contents
+    are fsynced and it is renamed to ``target``; on an exception (or if ``target`` already exists,
+    which raises :class:`TargetExistsError`) the temp dir is removed and nothing else changes.
+    """
+    target = Path(target)
+    if target.exists():
+        raise TargetExistsError(f"{target} already exists")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{TMP_PREFIX}{target.name}-{uuid.uuid4().hex[:12]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        _fsync_tree(tmp)
+        if target.exists():  # rename(2) would silently replace an *empty* directory
+            raise TargetExistsError(f"{target} already exists")
+        try:
+            os.rename(tmp, target)
+        except OSError as e:
+            if target.exists():
+                raise TargetExistsError(f"{target} already exists") from None
+            raise StoreError(f"could not move {tmp} to {target}: {e}") from e
+        _fsync_path(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreEntry:
+    """One stored adapter version. ``card`` (the parsed ``adapter_card.json``) is read on first use."""
+
+    name: str
+    version: int
+    path: Path
+
+    @functools.cached_property
+    def card(self) -> dict[str, Any]:
+        path = self.path / CARD_FILE
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AdapterFileError(f"{self.path}: missing {CARD_FILE} (the adapter card)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise AdapterFileError(f"{path}: not valid JSON ({e})") from None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@v{self.version}"
+
+
+class Store:
+    """Versioned adapters under ``root`` (default :func:`adapterhub.paths.store_dir`)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root is not None else paths.store_dir()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    def _entry(self, name: str, version: int) -> StoreEntry:
+        return StoreEntry(name, version, self.root / name / f"v{version}")
+
+    def names(self) -> list[str]:
+        """Names with at least one version, sorted."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and NAME_RE.match(p.name) and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        """Stored versions of ``name``, ascending; ``[]`` if none."""
+        d = self.root / validate_name(name)
+        if not d.is_dir():
+            return []
+        out = []
+        for p in d.iterdir():
+            m = _VERSION_DIR_RE.match(p.name)
+            if m and p.is_dir():
+                out.append(int(m.group(1)))
+        return sorted(out)
+
+    def list(self) -> list[StoreEntry]:
+        """Every version of every adapter, sorted by (name, version)."""
+        return [self._entry(n, v) for n in self.names() for v in self.versions(n)]
+
+    def get(self, name: str, version: int | str | None = None) -> StoreEntry:
+        """The given version of ``name`` (the latest when ``None``)."""
+        vs = self.versions(name)
+        if not vs:
+            raise StoreError(f"no adapter named {name!r} in store {self.root}; have: {self.names()}")
+        if version is None:
+            return self._entry(name, vs[-1])
+        v = parse_version(version)
+        if v not in vs:
+            raise StoreError(f"no version {v} of {name!r}; have {vs}")
+        return self._entry(name, v)
+
+    def put(self, src_dir: Path, name: str) -> StoreEntry:
+        """Copy ``src_dir`` into the store as the next version of ``name``; atomic."""
+        validate_name(name)
+        src = Path(src_dir)
+        if not src.is_dir():
+            raise StoreError(f"cannot store {src}: not a directory")
+        for f in REQUIRED_FILES:
+            if not (src / f).is_file():
+                raise StoreError(f"cannot store {src}: missing {f}")
+        vs = self.versions(name)
+        v = vs[-1] + 1 if vs else 1
+        while True:
+            target = self.root / name / f"v{v}"
+            try:
+                with atomic_dir(target) as tmp:
+                    _copy_tree(src, tmp)
+            except TargetExistsError:  # lost a race with another writer: take the next number
+                v += 1
+                continue
+            except StoreError:
+                raise
+            except OSError as e:
+                raise StoreError(f"could not store {src} as {name!r}: {e}") from e
+            return self._entry(name, v)
+
+    def remove(self, name: str, version: int | str | None = None) -> list[StoreEntry]:
+        """Remove one version of ``name`` (all when ``None``); returns what was removed."""
+        entries = [self.get(name, version)] if version is not None else [self._entry(name, v) for v in self.versions(name)]
+        if not entries:
+            raise StoreError(f"no adapter named {name!r} in store {self.root}; have: {self.names()}")
+        for e in entries:
+            with contextlib.suppress(AdapterFileError):
+                e.card  # load now: the files are about to go
+            trash = e.path.parent / f"{TMP_PREFIX}trash-{e.path.name}-{uuid.uuid4().hex[:12]}"
+            try:
+                os.rename(e.path, trash)
+            except OSError as err:
+                raise StoreError(f"could not remove {e.path}: {err}") from err
+            shutil.rmtree(trash, ignore_errors=True)
+        if version is None:
+            with contextlib.suppress(OSError):  # fails harmlessly if a writer is busy in there
+                (self.root / name).rmdir()
+        return entries
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return bool(self.versions(name))  # type: ignore[arg-type]
+        except AdapterNameError:
+            return False
