@@ -60,6 +60,18 @@ def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
         raise AdapterFileError(f"{path}: corrupt or truncated safetensors file ({e})") from None
 
 
+def refuse_pickle_only(directory: Path) -> None:
+    """Raise if ``directory`` holds pickle weights but no ``adapter_model.safetensors``. Checked first on load, so
+    such a directory is named for what it is (not for a missing card) and its pickles are never opened."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS_FILE).is_file():
+        pickles = [p for p in PICKLE_FILES if (directory / p).exists()]
+        if pickles:
+            raise AdapterFileError(
+                f"{directory}: holds only pickle weights ({', '.join(pickles)}); adapterhub never loads pickles "
+                f"- convert it to {WEIGHTS_FILE}")
+
+
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path),
               metadata={"format": "pt"})
@@ -82,4 +94,5 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
 
 
 __all__ = ["CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "PREFIX",
-           "read_json", "write_json", "read_safetensors", "write_safetensors", "sha256_file", "split_module_keys"]
+           "read_json", "write_json", "read_safetensors", "refuse_pickle_only", "write_safetensors", "sha256_file",
+           "split_module_keys"]

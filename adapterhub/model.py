@@ -5,6 +5,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,15 +14,23 @@ from torch import nn
 
 from . import routing
 from .adapter_files import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, read_json,
-                            read_safetensors, sha256_file, split_module_keys, write_json, write_safetensors)
+                            read_safetensors, refuse_pickle_only, sha256_file, split_module_keys, write_json,
+                            write_safetensors)
 from .card import AdapterCard
 from .errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from .fingerprint import fingerprint
 from .heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, Head, build_head, head_from_config
+from .inference import InferenceMixin
 from .layers import AdaptedLinear
 from .methods import PEFT_TYPES, Method, MethodConfig, method_for, method_from_name
 from .names import validate_name
 from .version import __version__
+
+
+# Fast tokenizers keep padding/truncation settings as state that each call resets: two threads tokenizing with
+# different settings (predict's encode vs generate's padded batch) corrupt each other's batches. All tokenizer
+# calls of this module hold this lock (they are short next to a forward).
+_TOKENIZER_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -55,7 +64,7 @@ class RoutedOutput:
         raise IndexError(i)
 
 
-class AdapterModel(nn.Module):
+class AdapterModel(InferenceMixin, nn.Module):
     """A frozen base model holding named adapters. See the README for the tour."""
 
     def __init__(self, base: nn.Module, tokenizer=None, base_id: str | None = None):
@@ -141,9 +150,36 @@ class AdapterModel(nn.Module):
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
         head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
         method = method_for(config)
-        targets = method.resolve_targets(config, self.base)
+        targets = self._resolve_targets(method, config)
         units = self._build_units(method, config, targets)
         return self._attach(AdapterEntry(name, config, method, task, targets), units, head)
+
+    def _resolve_targets(self, method: Method, config: MethodConfig) -> list[str]:
+        """The method's target modules on the base, leaving out the Linears inside other adapters' units
+        (``"all-linear"`` must not wrap another adapter's ``lora_A``)."""
+        targets = [t for t in method.resolve_targets(config, self.base) if not self._in_adapter_unit(t)]
+        if not targets:
+            raise AdapterHubError(f"{method.name}: target_modules={getattr(config, 'target_modules', None)!r} matches "
+                                  "only modules inside other adapters, none of the base")
+        return targets
+
+    def _in_adapter_unit(self, path: str) -> bool:
+        """Whether ``path`` lies inside an :class:`AdaptedLinear` (its units or its ``base_layer``)."""
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            try:
+                if isinstance(self.base.get_submodule(".".join(parts[:i])), AdaptedLinear):
+                    return True
+            except AttributeError:
+                return False
+        return False
+
+    def _has_module(self, path: str) -> bool:
+        try:
+            self.base.get_submodule(path)
+            return True
+        except AttributeError:
+            return False
 
     def _check_new_name(self, name: str) -> None:
         validate_name(name)
@@ -162,6 +198,8 @@ class AdapterModel(nn.Module):
         units = {}
         for path in targets:
             mod = self._module(path)
+            if self._in_adapter_unit(path):
+                raise BaseMismatchError(f"module {path!r} is part of another adapter, not of the base")
             lin = mod.base_layer if isinstance(mod, AdaptedLinear) else mod
             if not isinstance(lin, nn.Linear):
                 raise BaseMismatchError(f"module {path!r} of the base is a {type(lin).__name__}, not a Linear")
@@ -288,17 +326,18 @@ class AdapterModel(nn.Module):
         if self.tokenizer is None:
             raise AdapterHubError("this AdapterModel has no tokenizer; pass one to AdapterModel(base, tokenizer)")
         feats, word_ids = [], []
-        for text, nm in zip(texts, names):
-            if not isinstance(text, str):
-                raise AdapterHubError(f"predict takes strings, got {type(text).__name__}")
-            if self._registry[nm].task == TOKEN_CLS:
-                enc = self.tokenizer(text.split(), is_split_into_words=True, truncation=True)
-                word_ids.append(enc.word_ids())
-            else:
-                enc = self.tokenizer(text, truncation=True)
-                word_ids.append(None)
-            feats.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
-        batch = self.tokenizer.pad(feats, return_tensors="pt")
+        with _TOKENIZER_LOCK:
+            for text, nm in zip(texts, names):
+                if not isinstance(text, str):
+                    raise AdapterHubError(f"predict takes strings, got {type(text).__name__}")
+                if self._registry[nm].task == TOKEN_CLS:
+                    enc = self.tokenizer(text.split(), is_split_into_words=True, truncation=True)
+                    word_ids.append(enc.word_ids())
+                else:
+                    enc = self.tokenizer(text, truncation=True)
+                    word_ids.append(None)
+                feats.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+            batch = self.tokenizer.pad(feats, return_tensors="pt")
         dev = self._device()
         return batch["input_ids"].to(dev), batch["attention_mask"].to(dev), word_ids
 
@@ -311,7 +350,8 @@ class AdapterModel(nn.Module):
         texts = [texts] if single else list(texts)
         names = self.row_names(adapters, len(texts))
         was_training = self.training
-        self.eval()
+        if was_training:  # a model already in eval is not walked: the walk races with another thread's add/delete
+            self.eval()
         try:
             out: list[Any] = [None] * len(texts)
             gen_rows = [i for i, n in enumerate(names) if self._registry[n].task == CAUSAL_LM]
@@ -330,7 +370,8 @@ class AdapterModel(nn.Module):
                 for i, g in zip(chunk, gen):
                     out[i] = g
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train(True)
         return out[0] if single else out
 
     def _decode(self, name: str, logits: torch.Tensor, mask: torch.Tensor, word_ids, ids) -> Any:
@@ -362,12 +403,8 @@ class AdapterModel(nn.Module):
         if bad:
             raise AdapterHubError(f"adapter(s) {bad} are not causal-lm adapters and cannot generate")
         tok = self.tokenizer
-        side = tok.padding_side
-        tok.padding_side = "left"
-        try:
-            enc = tok(texts, return_tensors="pt", padding=True)
-        finally:
-            tok.padding_side = side
+        with _TOKENIZER_LOCK:  # padding_side as an argument: the shared tokenizer's own setting is left alone
+            enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
         dev = self._device()
         ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
         beams = int(gen_kwargs.get("num_beams", 1) or 1)
@@ -377,7 +414,8 @@ class AdapterModel(nn.Module):
         gen_kwargs.setdefault("pad_token_id", tok.pad_token_id)
         with routing.routed(route.repeat_interleave(k) if k > 1 else route):
             seqs = self.base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **gen_kwargs)
-        return tok.batch_decode(seqs[:, ids.shape[1]:], skip_special_tokens=True)
+        with _TOKENIZER_LOCK:
+            return tok.batch_decode(seqs[:, ids.shape[1]:], skip_special_tokens=True)
 
     # ------------------------------------------------------------------------------------------------
     # files
@@ -446,6 +484,7 @@ class AdapterModel(nn.Module):
         """Load from a directory or a local store entry. Everything is read and checked before the model
         changes: a failed load leaves the registry exactly as it was."""
         directory = self._locate(source, version, store)
+        refuse_pickle_only(directory)
         card = AdapterCard.read(directory)
         cfg_dict = read_json(directory / CONFIG_FILE, "the adapter config")
         peft_type = str(cfg_dict.get("peft_type", "")).upper()
@@ -462,13 +501,20 @@ class AdapterModel(nn.Module):
             if isinstance(e, AdapterHubError):
                 raise
             raise AdapterFileError(f"{directory / CONFIG_FILE}: bad adapter config ({e!r})") from None
-        name = name or card.name
+        name = card.name if name is None else name
         self._check_new_name(name)
         self._check_base(card, directory, allow_base_mismatch)
 
-        targets = list(cfg_dict.get("target_modules") or [])
-        if not isinstance(targets, list) or not targets:
-            targets = method.resolve_targets(config, self.base)
+        spec = cfg_dict.get("target_modules")
+        if isinstance(spec, list) and spec and all(isinstance(t, str) and self._has_module(t) for t in spec):
+            targets = list(spec)  # exact module paths, as adapterhub writes them
+        else:  # peft-style names (module-name suffixes, a regex, "all-linear") or none: resolve on this base
+            targets = self._resolve_targets(method, config)
+            if isinstance(spec, list):
+                unmatched = [t for t in spec if not any(p == t or p.endswith(f".{t}") for p in targets)]
+                if unmatched:
+                    raise BaseMismatchError(f"{directory / CONFIG_FILE}: target_modules {unmatched[:3]} match no "
+                                            "module of this base (adapter made for another base?)")
         units = self._build_units(method, config, targets)
         state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights")
         suffixes = {s for u in units.values() for s in method.unit_file_state(u)}

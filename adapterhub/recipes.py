@@ -33,7 +33,8 @@ TASK_SCHEMA: dict[str, tuple] = {
     "primary_metric": ((str, type(None)), None),
 }
 DATA_KEYS = {"type", "path", "name", "split", "text_field", "label_field", "tokens_field", "tags_field",
-             "prompt_field", "completion_field", "limit", "validation", "test", "test_path", "config"}
+             "prompt_field", "completion_field", "limit", "validation", "test", "config", "task", "encoding",
+             "delimiter", "data_files", "revision", "cache_dir"}
 TRAINING_SCHEMA: dict[str, tuple] = {
     "mode": (str, "joint"),
     "steps": ((int, type(None)), None),
@@ -55,6 +56,7 @@ TRAINING_SCHEMA: dict[str, tuple] = {
     "temperature": ((int, float), 2.0),
     "progressive": ((dict, type(None)), None),
     "max_eval_examples": ((int, type(None)), None),
+    "max_test_examples": ((int, type(None)), None),
     "log_every": (int, 10),
 }
 OUTPUT_SCHEMA: dict[str, tuple] = {
@@ -98,6 +100,7 @@ class Recipe:
     output: dict[str, Any]
     description: str = ""
     raw: dict[str, Any] = dataclasses.field(default_factory=dict)
+    base_dir: Path | None = None  # the recipe file's directory: relative data paths resolve against it
 
     @property
     def run_dir(self) -> Path:
@@ -136,7 +139,7 @@ def _choice(value, choices, path):
         raise RecipeError(f"{path}: {value!r} is not one of {list(choices)}")
 
 
-def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+def validate(raw: dict[str, Any], source: str = "recipe", base_dir: Path | None = None) -> Recipe:
     raw = copy.deepcopy(raw)
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping")
@@ -193,7 +196,7 @@ def validate(raw: dict[str, Any], source: str = "recipe") -> Recipe:
         if all(tr["progressive"].get(t, 0) > 0 for t in tasks):
             raise RecipeError("training.progressive: at least one task must start at step 0")
     return Recipe(name=top["name"], base=top["base"], tasks=tasks, training=tr, output=out,
-                  description=top["description"], raw=raw)
+                  description=top["description"], raw=raw, base_dir=base_dir)
 
 
 def _parse_value(text: str) -> Any:
@@ -232,4 +235,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise RecipeError(f"{p}: empty recipe")
     if isinstance(raw, dict):
         raw.setdefault("name", p.stem)
-    return validate(apply_overrides(raw, overrides or []), str(p))
+    return validate(apply_overrides(raw, overrides or []), str(p), base_dir=p.resolve().parent)

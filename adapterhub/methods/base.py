@@ -115,7 +115,7 @@ def match_linear_modules(base: nn.Module, spec: list[str] | str) -> list[str]:
 
     out = []
     for name, mod in base.named_modules():
-        if not name:
+        if not name or ".units." in name:  # never target another adapter's own layers
             continue
         if isinstance(mod, AdaptedLinear):
             pass

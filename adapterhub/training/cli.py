@@ -38,6 +38,7 @@ def train_recipe(recipe, resume: bool = False, run_dir: Path | None = None, mode
                 print(f"stored {entry.name} v{entry.version} -> {entry.path}")
         print(f"report: {out / 'report.txt'}  curves: {out / 'curves.png'}", file=sys.stderr)
     acc.wait_for_everyone()
+    trainer.finish()
     return results
 
 

@@ -72,13 +72,19 @@ class Trainer:
     def prepare(self) -> None:
         """Load and encode all data and create adapters; every check happens here, before training."""
         r = self.recipe
+        tok, base = self.model.tokenizer, self.model.base
+        vocab = getattr(getattr(base, "config", None), "vocab_size", None)
+        if tok is not None and vocab is not None and len(tok) > vocab:
+            raise RecipeError(f"base: the tokenizer has {len(tok)} tokens but the base {r.base!r} embeds only "
+                              f"{vocab}: tokenizer and base do not match")
         for name, spec in r.tasks.items():
             if spec.type == CAUSAL_LM and self.model.lm_head is None:
                 raise RecipeError(f"tasks.{name}.type: causal-lm needs a causal-LM base; {r.base!r} has no LM head")
-            self.tasks[name] = prepare_task(spec, self.model.tokenizer, r.training["seed"], self.model)
+            self.tasks[name] = prepare_task(spec, self.model.tokenizer, r.training["seed"], r.base_dir)
         for name, spec in r.tasks.items():
             if name in self.model.adapters:
                 raise RecipeError(f"tasks.{name}: the model already holds an adapter named {name!r}")
+        torch.manual_seed(r.training["seed"])  # adapter and head initialisation is part of the seeded run
         for name, spec in r.tasks.items():
             self.model.add_adapter(name, spec.method_config, task=spec.type, labels=self.tasks[name].labels,
                                    **spec.head)
@@ -99,9 +105,11 @@ class Trainer:
         results = {}
         for gi, names in enumerate(groups):
             results.update(self._train_group(names, tag="joint" if mode == "joint" else names[0], resume=resume))
-        if acc.log_with:
-            acc.end_training()
         return results
+
+    def finish(self) -> None:
+        """Close trackers and the process group (call once, after the last collective)."""
+        self.acc.end_training()
 
     def _steps_for(self, names: list[str]) -> int:
         tr = self.recipe.training
@@ -207,9 +215,20 @@ class Trainer:
                           "test": test, "train_seconds": round(elapsed, 2), "steps": steps}
             self.model.entry(t).metrics = {"validation": _scalars(best[t]["metrics"]), "test": _scalars(test),
                                            "best_step": best[t]["step"], "steps": steps, "recipe": self.recipe.name}
+        self._write_digest(names, tag)
         acc.wait_for_everyone()
         model.eval()
         return results
+
+    def _write_digest(self, names: list[str], tag: str) -> None:
+        """Each process records a hash of its final adapter weights: under DDP they must agree."""
+        h = hashlib.sha256()
+        for t in names:
+            for k, v in sorted(self._adapter_state(t).items()):
+                h.update(k.encode())
+                h.update(v.detach().float().cpu().numpy().tobytes())
+        path = self.run_dir / f"weights-{tag}-rank{self.acc.process_index}.sha256"
+        path.write_text(h.hexdigest() + "\n")
 
     # ------------------------------------------------------------------------------------------------
     def _single_batch(self, t: str, stream: ExampleStream) -> dict[str, Any]:
@@ -254,8 +273,8 @@ class Trainer:
 
         acc, model = self.acc, self.model
         data = getattr(self.tasks[t], split)
-        cap = self.recipe.training["max_eval_examples"]
-        if cap and not full:
+        cap = self.recipe.training["max_test_examples" if full else "max_eval_examples"]
+        if cap:
             data = data[:cap]
         mine = list(range(acc.process_index, len(data), acc.num_processes))
         model.eval()

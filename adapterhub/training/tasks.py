@@ -63,17 +63,17 @@ def score(task: TaskData, rows: list[Any]) -> dict[str, Any]:
     return m
 
 
-def prepare_task(spec: TaskSpec, tokenizer, seed: int, model=None) -> TaskData:
+def prepare_task(spec: TaskSpec, tokenizer, seed: int, base_dir=None) -> TaskData:
     from .. import data as D
 
     if tokenizer is None:
         raise RecipeError(f"tasks.{spec.name}: the base has no tokenizer")
     src = dict(spec.data)
     split_opts = {k: src.pop(k) for k in ("validation", "test") if k in src}
-    examples = D.load_examples(src)
+    splits = D.load_splits(src, seed, **split_opts, base_dir=base_dir, task=spec.type)
+    examples = splits["train"] + splits["validation"] + splits["test"]
     if not examples:
         raise RecipeError(f"tasks.{spec.name}.data: the dataset is empty")
-    splits = D.split_examples(examples, seed=seed, **split_opts)
     labels = spec.labels
     if spec.type in (SEQ_CLS, TOKEN_CLS):
         if labels is None:
