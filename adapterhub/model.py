@@ -150,18 +150,9 @@ class AdapterModel(InferenceMixin, nn.Module):
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
         head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
         method = method_for(config)
-        targets = self._resolve_targets(method, config)
+        targets = method.resolve_targets(config, self.base)
         units = self._build_units(method, config, targets)
         return self._attach(AdapterEntry(name, config, method, task, targets), units, head)
-
-    def _resolve_targets(self, method: Method, config: MethodConfig) -> list[str]:
-        """The method's target modules on the base, leaving out the Linears inside other adapters' units
-        (``"all-linear"`` must not wrap another adapter's ``lora_A``)."""
-        targets = [t for t in method.resolve_targets(config, self.base) if not self._in_adapter_unit(t)]
-        if not targets:
-            raise AdapterHubError(f"{method.name}: target_modules={getattr(config, 'target_modules', None)!r} matches "
-                                  "only modules inside other adapters, none of the base")
-        return targets
 
     def _in_adapter_unit(self, path: str) -> bool:
         """Whether ``path`` lies inside an :class:`AdaptedLinear` (its units or its ``base_layer``)."""
@@ -428,25 +419,44 @@ class AdapterModel(InferenceMixin, nn.Module):
             base_model=self.base_id, base_fingerprint=dict(self.base_fingerprint),
             num_parameters=self.num_parameters(name, include_head=False),
             num_head_parameters=sum(p.numel() for p in head.parameters()), metrics=dict(e.metrics),
-            library_version=__version__, files=files)
+            library_version=__version__, files=files, extra=e.method.card_extra(self._units(name)))
 
-    def write_adapter_files(self, name: str, directory: str | os.PathLike) -> None:
-        """Write the adapter's files into an existing (empty) directory."""
+    def write_adapter_files(self, name: str, directory: str | os.PathLike, as_lora: bool = False) -> None:
+        """Write the adapter's files into an existing (empty) directory. ``as_lora``: write an AdaLoRA adapter as
+        the equivalent plain LoRA (per-module ranks in ``rank_pattern``), loadable by any LoRA consumer."""
         e = self.entry(name)
         d = Path(directory)
-        tensors = {}
-        for path, unit in self._units(name).items():
-            for suf, t in e.method.unit_file_state(unit).items():
-                tensors[f"base_model.model.{path}.{suf}"] = t
-        write_json(d / CONFIG_FILE, e.method.to_adapter_config(e.config, e.targets, self.base_id))
+        units = self._units(name)
+        method, config = e.method, e.config
+        if as_lora and method.name != "lora":
+            if not hasattr(method, "as_lora"):
+                raise AdapterHubError(f"adapter {name!r} is a {method.name} adapter; only AdaLoRA converts to LoRA")
+            from .methods import method_from_name
+
+            cfg_dict, per_module = method.as_lora(config, units, self.base_id)
+            tensors = {f"base_model.model.{p}.{suf}": t for p, ts in per_module.items() for suf, t in ts.items()}
+            method = method_from_name("lora")
+            config = method.from_adapter_config(cfg_dict)
+            units = {}
+        else:
+            cfg_dict = method.to_adapter_config(config, e.targets, self.base_id, units=units)
+            tensors = {f"base_model.model.{p}.{suf}": t for p, unit in units.items()
+                       for suf, t in method.unit_file_state(unit).items()}
+        write_json(d / CONFIG_FILE, cfg_dict)
         write_safetensors(d / WEIGHTS_FILE, tensors)
         head = self.heads[name]
         write_json(d / HEAD_CONFIG_FILE, head.config())
         write_safetensors(d / HEAD_WEIGHTS_FILE, dict(head.state_dict()))
         files = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)}
-        self._card(name, files).write(d)
+        card = self._card(name, files)
+        if method is not e.method:
+            card.method, card.method_config = method.name, config.to_dict()
+            card.num_parameters = sum(t.numel() for t in tensors.values())
+            card.extra = {**e.method.card_extra(self._units(name)), "converted_from": e.method.name}
+        card.write(d)
 
-    def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+    def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
+                     as_lora: bool = False) -> Path:
         """Save to ``directory`` atomically (written to a temp dir, then renamed into place)."""
         self.entry(name)
         target = Path(directory).expanduser().resolve()
@@ -456,7 +466,7 @@ class AdapterModel(InferenceMixin, nn.Module):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
         try:
-            self.write_adapter_files(name, tmp)
+            self.write_adapter_files(name, tmp, as_lora=as_lora)
             if target.exists():
                 trash = target.parent / f".{target.name}.old-{os.getpid()}"
                 os.rename(target, trash)
@@ -509,7 +519,7 @@ class AdapterModel(InferenceMixin, nn.Module):
         if isinstance(spec, list) and spec and all(isinstance(t, str) and self._has_module(t) for t in spec):
             targets = list(spec)  # exact module paths, as adapterhub writes them
         else:  # peft-style names (module-name suffixes, a regex, "all-linear") or none: resolve on this base
-            targets = self._resolve_targets(method, config)
+            targets = method.resolve_targets(config, self.base)
             if isinstance(spec, list):
                 unmatched = [t for t in spec if not any(p == t or p.endswith(f".{t}") for p in targets)]
                 if unmatched:

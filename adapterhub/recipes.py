@@ -58,6 +58,8 @@ TRAINING_SCHEMA: dict[str, tuple] = {
     "max_eval_examples": ((int, type(None)), None),
     "max_test_examples": ((int, type(None)), None),
     "log_every": (int, 10),
+    "adalora_budget": (str, "per_task"),
+    "adalora_total_rank": ((int, type(None)), None),
 }
 OUTPUT_SCHEMA: dict[str, tuple] = {
     "dir": (str, "runs/{name}"),
@@ -159,6 +161,7 @@ def validate(raw: dict[str, Any], source: str = "recipe", base_dir: Path | None 
         raise RecipeError(f"training.lr: must be > 0, got {tr['lr']}")
     if tr["temperature"] <= 0:
         raise RecipeError(f"training.temperature: must be > 0, got {tr['temperature']}")
+    _choice(tr["adalora_budget"], ("per_task", "shared"), "training.adalora_budget")
     out = _check(top["output"], OUTPUT_SCHEMA, "output")
     if not top["tasks"]:
         raise RecipeError("tasks: at least one task is required")
@@ -187,6 +190,22 @@ def validate(raw: dict[str, Any], source: str = "recipe", base_dir: Path | None 
         if t["loss_weight"] < 0:
             raise RecipeError(f"{where}.loss_weight: must be >= 0")
         tasks[tname] = TaskSpec(name=tname, **t)
+    ada = [t for t, spec in tasks.items() if spec.adapter.get("method") == "adalora"]
+    for t in ada:
+        try:
+            tasks[t].method_config.validate_for_training()
+        except AdapterHubError as e:
+            raise RecipeError(f"tasks.{t}.adapter: {e}") from None
+    if not ada and (tr["adalora_budget"] != "per_task" or tr["adalora_total_rank"] is not None):
+        raise RecipeError("training.adalora_budget/adalora_total_rank: AdaLoRA options given, but no task uses "
+                          "an AdaLoRA adapter")
+    if tr["adalora_total_rank"] is not None:
+        if tr["adalora_budget"] != "shared":
+            raise RecipeError("training.adalora_total_rank needs training.adalora_budget: shared")
+        if tr["adalora_total_rank"] < 1:
+            raise RecipeError(f"training.adalora_total_rank: must be >= 1, got {tr['adalora_total_rank']}")
+    if tr["adalora_budget"] == "shared" and tr["mode"] != "joint":
+        raise RecipeError("training.adalora_budget: shared needs training.mode: joint (one run, one budget)")
     if tr["progressive"]:
         for k, v in tr["progressive"].items():
             if k not in tasks:

@@ -69,7 +69,7 @@ class Method:
         raise NotImplementedError
 
     # --- files ---------------------------------------------------------------------------------
-    def to_adapter_config(self, config: MethodConfig, targets: list[str], base_id: str) -> dict[str, Any]:
+    def to_adapter_config(self, config: MethodConfig, targets: list[str], base_id: str, units=None) -> dict[str, Any]:
         raise NotImplementedError
 
     def from_adapter_config(self, d: dict[str, Any]) -> MethodConfig:
@@ -94,6 +94,10 @@ class Method:
                         f"{tuple(target.shape)} (adapter made for another base?)"
                     )
                 target.copy_(src.to(dtype=target.dtype))
+
+    def card_extra(self, units: dict[str, nn.Module]) -> dict[str, Any]:
+        """Method-specific facts for the adapter card (e.g. AdaLoRA's rank allocation)."""
+        return {}
 
     # --- routing view ---------------------------------------------------------------------------
     def lowrank_factors(self, unit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:

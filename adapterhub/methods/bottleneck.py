@@ -89,7 +89,7 @@ class BottleneckMethod(Method):
         return {"adapter_down.weight": unit.adapter_down.weight, "adapter_down.bias": unit.adapter_down.bias,
                 "adapter_up.weight": unit.adapter_up.weight, "adapter_up.bias": unit.adapter_up.bias}
 
-    def to_adapter_config(self, config: Bottleneck, targets: list[str], base_id: str) -> dict[str, Any]:
+    def to_adapter_config(self, config: Bottleneck, targets: list[str], base_id: str, units=None) -> dict[str, Any]:
         return {"peft_type": "BOTTLENECK", "base_model_name_or_path": base_id, "task_type": None,
                 "inference_mode": True, "reduction_factor": config.reduction_factor, "placement": config.placement,
                 "non_linearity": config.non_linearity, "target_modules": sorted(targets),

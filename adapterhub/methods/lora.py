@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import torch
@@ -23,6 +24,18 @@ class LoRA(MethodConfig):
     dropout: float = 0.0
     target_modules: list[str] | str | None = None
     use_rslora: bool = False
+    rank_pattern: dict[str, int] | None = None   # per-module rank overrides (peft semantics)
+    alpha_pattern: dict[str, float] | None = None
+
+    def for_module(self, path: str) -> tuple[int, float]:
+        """(r, alpha) for one module path, honouring rank_pattern/alpha_pattern like peft (suffix match)."""
+        r = _pattern_value(self.rank_pattern, path, self.r)
+        alpha = _pattern_value(self.alpha_pattern, path, self.lora_alpha)
+        return int(r), float(alpha)
+
+    def module_scaling(self, path: str) -> float:
+        r, alpha = self.for_module(path)
+        return alpha / (math.sqrt(r) if self.use_rslora else r)
 
     def validate(self) -> None:
         if not isinstance(self.r, int) or self.r < 1:
@@ -39,6 +52,17 @@ class LoRA(MethodConfig):
     @property
     def scaling(self) -> float:
         return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
+
+
+def _pattern_value(pattern: dict | None, path: str, default):
+    if not pattern:
+        return default
+    if path in pattern:
+        return pattern[path]
+    for key, v in pattern.items():
+        if re.match(rf"(.*\.)?({key})$", path):
+            return v
+    return default
 
 
 class LoRAUnit(nn.Module):
@@ -72,7 +96,8 @@ class LoRAMethod(Method):
 
     def create(self, config: LoRA, module: nn.Linear, path: str) -> LoRAUnit:
         w = module.weight
-        return LoRAUnit(module.in_features, module.out_features, config.r, config.scaling, config.dropout,
+        r, _ = config.for_module(path)
+        return LoRAUnit(module.in_features, module.out_features, r, config.module_scaling(path), config.dropout,
                         w.dtype if w.is_floating_point() else torch.float32, w.device)
 
     def lowrank_factors(self, unit: LoRAUnit):
@@ -81,11 +106,12 @@ class LoRAMethod(Method):
     def unit_file_state(self, unit: LoRAUnit) -> dict[str, torch.Tensor]:
         return {"lora_A.weight": unit.lora_A.weight, "lora_B.weight": unit.lora_B.weight}
 
-    def to_adapter_config(self, config: LoRA, targets: list[str], base_id: str) -> dict[str, Any]:
+    def to_adapter_config(self, config: LoRA, targets: list[str], base_id: str, units=None) -> dict[str, Any]:
         from peft import LoraConfig
 
         pc = LoraConfig(r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.dropout,
                         target_modules=list(targets), use_rslora=config.use_rslora, bias="none",
+                        rank_pattern=dict(config.rank_pattern or {}), alpha_pattern=dict(config.alpha_pattern or {}),
                         base_model_name_or_path=base_id, inference_mode=True)
         d = pc.to_dict()
         d["target_modules"] = sorted(targets)  # exact module paths: plain peft re-targets the same set
@@ -94,12 +120,14 @@ class LoRAMethod(Method):
     def from_adapter_config(self, d: dict[str, Any]) -> LoRA:
         if d.get("use_dora"):
             raise AdapterHubError("adapter_config.json: DoRA (use_dora=true) is not supported by adapterhub")
-        if d.get("rank_pattern") or d.get("alpha_pattern"):
-            raise AdapterHubError("adapter_config.json: rank_pattern/alpha_pattern LoRA files are not supported yet")
+        for k in ("rank_pattern", "alpha_pattern"):
+            if d.get(k) is not None and not isinstance(d[k], dict):
+                raise AdapterHubError(f"adapter_config.json: {k} must be a mapping of module -> value")
         tm = d.get("target_modules")
         return LoRA(r=int(d["r"]), alpha=float(d.get("lora_alpha", 8)), dropout=float(d.get("lora_dropout", 0.0)),
                     target_modules=sorted(tm) if isinstance(tm, (list, set, tuple)) else tm,
-                    use_rslora=bool(d.get("use_rslora", False)))
+                    use_rslora=bool(d.get("use_rslora", False)), rank_pattern=d.get("rank_pattern") or None,
+                    alpha_pattern=d.get("alpha_pattern") or None)
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
