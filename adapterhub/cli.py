@@ -1,6 +1,6 @@
 """The ``adapterhub`` command line.
 
-Subcommands: ``list``, ``show``, ``rm``, ``predict``, ``train`` (see ``adapterhub --help``). ``main(argv)``
+Subcommands: ``list``, ``show``, ``rm``, ``predict``, ``train``, ``push``, ``pull``, ``hub serve`` (see ``adapterhub --help``). ``main(argv)``
 returns the exit code: 0 on success, 2 on any adapterhub error (printed as ``error: <message>`` on stderr, no
 traceback) and on bad command lines.
 """
@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="A frozen base model with a registry of named per-task adapters: manage the local store, "
-                    "predict, train.")
+                    "predict, train, push, pull, hub serve.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -493,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", metavar="DIR", help="where the run's checkpoints and report go "
                                                      "(default: chosen by the recipe)")
     s.set_defaults(func=cmd_train)
+
+    from .hub.cli import register as register_hub
+
+    register_hub(sub, parents=[common])
     return p
 
 

@@ -44,6 +44,7 @@ class AdapterEntry:
     targets: list[str]
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # card extras (e.g. datasets)
 
 
 @dataclasses.dataclass
@@ -419,7 +420,8 @@ class AdapterModel(InferenceMixin, nn.Module):
             base_model=self.base_id, base_fingerprint=dict(self.base_fingerprint),
             num_parameters=self.num_parameters(name, include_head=False),
             num_head_parameters=sum(p.numel() for p in head.parameters()), metrics=dict(e.metrics),
-            library_version=__version__, files=files, extra=e.method.card_extra(self._units(name)))
+            library_version=__version__, files=files,
+            extra={**e.extra, **e.method.card_extra(self._units(name))})
 
     def write_adapter_files(self, name: str, directory: str | os.PathLike, as_lora: bool = False) -> None:
         """Write the adapter's files into an existing (empty) directory. ``as_lora``: write an AdaLoRA adapter as
@@ -479,6 +481,19 @@ class AdapterModel(InferenceMixin, nn.Module):
             raise
         return target
 
+    def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
+                    commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+                    progress: bool = True, datasets: list[str] | None = None):
+        """Upload an adapter (or several: one subfolder each plus an index) with its head, card and a README model
+        card, in one commit. ``endpoint`` / ``$HF_ENDPOINT`` may point at a self-hosted ``adapterhub hub serve``."""
+        from .hub.client import push_adapter, push_adapters
+
+        kw = dict(private=private, revision=revision, commit_message=commit_message, token=token,
+                  endpoint=endpoint, progress=progress, datasets=datasets)
+        if isinstance(name, (list, tuple)):
+            return push_adapters(self, list(name), repo_id, **kw)
+        return push_adapter(self, name, repo_id, **kw)
+
     def store_adapter(self, name: str, store=None):
         """Save into the local store (a new version of ``name``); returns the store entry."""
         from .store import Store
@@ -490,9 +505,19 @@ class AdapterModel(InferenceMixin, nn.Module):
             return store.put(Path(tmp), name)
 
     def load_adapter(self, source: str | os.PathLike, name: str | None = None, version: int | str | None = None,
-                     allow_base_mismatch: bool = False, store=None) -> AdapterEntry:
-        """Load from a directory or a local store entry. Everything is read and checked before the model
-        changes: a failed load leaves the registry exactly as it was."""
+                     allow_base_mismatch: bool = False, store=None, revision: str | None = None,
+                     adapters: str | list[str] | None = None, token: str | None = None,
+                     endpoint: str | None = None):
+        """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
+        multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
+        load leaves the registry exactly as it was."""
+        from .hub.client import load_from_hub, looks_like_repo_id
+
+        if looks_like_repo_id(source):
+            return load_from_hub(self, str(source), revision=revision, adapters=adapters, name=name,
+                                 allow_base_mismatch=allow_base_mismatch, store=store, token=token, endpoint=endpoint)
+        if revision is not None or adapters is not None:
+            raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
         directory = self._locate(source, version, store)
         refuse_pickle_only(directory)
         card = AdapterCard.read(directory)
@@ -559,7 +584,9 @@ class AdapterModel(InferenceMixin, nn.Module):
         head.load_state_dict({k: v.to(t.dtype) for (k, v), t in zip(sorted(head_state.items()), [expected[k] for k in sorted(head_state)])})
         if card.task == CAUSAL_LM and self.lm_head is None:
             raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
-        entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics), source=str(directory))
+        extra = {k: v for k, v in card.extra.items() if k not in method.card_extra(units)}
+        entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics),
+                             source=str(directory), extra=extra)
         return self._attach(entry, units, head)
 
     def _locate(self, source, version, store) -> Path:

@@ -246,6 +246,8 @@ class Trainer:
             test = self.evaluate(t, "test", full=True)
             results[t] = {"best_step": best[t]["step"], "validation": _scalars(best[t]["metrics"]),
                           "test": test, "train_seconds": round(elapsed, 2), "steps": steps}
+            data = self.recipe.tasks[t].data
+            self.model.entry(t).extra["datasets"] = [str(data.get("name") or Path(str(data.get("path", "data"))).name)]
             self.model.entry(t).metrics = {"validation": _scalars(best[t]["metrics"]), "test": _scalars(test),
                                            "best_step": best[t]["step"], "steps": steps, "recipe": self.recipe.name}
         self._write_digest(names, tag)
