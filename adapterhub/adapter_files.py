@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -93,6 +96,29 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
     return per_module
 
 
+def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None]) -> Path:
+    """Run ``write`` on a fresh temp dir beside ``directory``, then rename it into place."""
+    target = Path(directory).expanduser().resolve()
+    if target.exists() and not overwrite:
+        if not target.is_dir() or any(target.iterdir()):
+            raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            trash = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.rename(target, trash)
+            os.rename(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
 __all__ = ["CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "PREFIX",
-           "read_json", "write_json", "read_safetensors", "refuse_pickle_only", "write_safetensors", "sha256_file",
+           "read_json", "write_json", "write_dir_atomically", "read_safetensors", "refuse_pickle_only", "write_safetensors", "sha256_file",
            "split_module_keys"]

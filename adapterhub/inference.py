@@ -15,16 +15,14 @@ import copy
 import math
 import numbers
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
-from .adapter_files import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, write_json, write_safetensors
-from .errors import AdapterFileError, AdapterHubError
+from .adapter_files import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, write_dir_atomically, write_json, write_safetensors
+from .errors import AdapterHubError
 from .heads import SEQ_CLS, TOKEN_CLS, head_from_config
 from .layers import AdaptedLinear
 from .merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_delta, lowrank_sum_factors,
@@ -164,7 +162,7 @@ class InferenceMixin:
                                               "labels": head.labels, "base_model": self.base_id,
                                               "method_config": e.config.to_dict()})
 
-        return _atomic_dir(directory, overwrite, write)
+        return write_dir_atomically(directory, overwrite, write)
 
     # ------------------------------------------------------------------------------------------------
     # combine
@@ -293,29 +291,6 @@ class InferenceMixin:
 
 def _listing(d: Mapping[str, Any]) -> str:
     return ", ".join(f"{k!r}: {v!r}" for k, v in d.items())
-
-
-def _atomic_dir(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None]) -> Path:
-    """Run ``write`` on a fresh temp dir beside ``directory``, then rename it into place."""
-    target = Path(directory).expanduser().resolve()
-    if target.exists() and not overwrite:
-        if not target.is_dir() or any(target.iterdir()):
-            raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        write(tmp)
-        if target.exists():
-            trash = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, trash)
-            os.rename(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
 
 __all__ = ["InferenceMixin", "MERGED_INFO_FILE"]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -14,8 +13,8 @@ from torch import nn
 
 from . import routing
 from .adapter_files import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, read_json,
-                            read_safetensors, refuse_pickle_only, sha256_file, split_module_keys, write_json,
-                            write_safetensors)
+                            read_safetensors, refuse_pickle_only, sha256_file, split_module_keys,
+                            write_dir_atomically, write_json, write_safetensors)
 from .card import AdapterCard
 from .errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from .fingerprint import fingerprint
@@ -461,25 +460,8 @@ class AdapterModel(InferenceMixin, nn.Module):
                      as_lora: bool = False) -> Path:
         """Save to ``directory`` atomically (written to a temp dir, then renamed into place)."""
         self.entry(name)
-        target = Path(directory).expanduser().resolve()
-        if target.exists() and not overwrite:
-            if not target.is_dir() or any(target.iterdir()):
-                raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
-            self.write_adapter_files(name, tmp, as_lora=as_lora)
-            if target.exists():
-                trash = target.parent / f".{target.name}.old-{os.getpid()}"
-                os.rename(target, trash)
-                os.rename(tmp, target)
-                shutil.rmtree(trash, ignore_errors=True)
-            else:
-                os.rename(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+        return write_dir_atomically(directory, overwrite,
+                                    lambda tmp: self.write_adapter_files(name, tmp, as_lora=as_lora))
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,

@@ -21,9 +21,8 @@ from typing import Any, Iterator
 from . import paths
 from .card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from .errors import AdapterFileError, AdapterNameError, StoreError
+from .names import MAX_LEN as MAX_NAME_LEN, NAME_RE, validate_name  # noqa: F401  (re-exported)
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-MAX_NAME_LEN = 64
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 TMP_PREFIX = ".tmp-"
 _VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]*)$")
@@ -32,24 +31,6 @@ _VERSION_STR_RE = re.compile(r"^v?([1-9][0-9]*)$")
 
 class TargetExistsError(StoreError):
     """:func:`atomic_dir` was asked to create a directory that already exists."""
-
-
-def validate_name(name: object) -> str:
-    """Return ``name`` if it is a valid adapter name, else raise :class:`AdapterNameError` saying why."""
-    if not isinstance(name, str):
-        raise AdapterNameError(f"adapter name must be a string, got {type(name).__name__}")
-    if not name:
-        raise AdapterNameError("adapter name is empty")
-    if len(name) > MAX_NAME_LEN:
-        raise AdapterNameError(f"adapter name is too long ({len(name)} > {MAX_NAME_LEN} characters): {name[:20]!r}...")
-    if "/" in name or "\\" in name or os.sep in name or (os.altsep and os.altsep in name):
-        raise AdapterNameError(f"adapter name {name!r} contains a path separator")
-    if ".." in name:
-        raise AdapterNameError(f"adapter name {name!r} contains '..'")
-    if not NAME_RE.match(name):
-        raise AdapterNameError(
-            f"adapter name {name!r} is invalid: use letters, digits, '_' and '-', starting with a letter or digit")
-    return name
 
 
 def parse_version(version: int | str) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
 import torch
@@ -66,3 +67,29 @@ def llama_model():
     from adapterhub import AdapterModel
 
     return AdapterModel(tiny_llama(), make_tokenizer(causal=True), base_id="tiny-llama")
+
+
+POS = ["good", "great", "fine", "love"]
+NEG = ["bad", "awful", "hate", "lost"]
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A tiny BERT base saved as a local dir, plus csv / conll / jsonl data files."""
+    base = tmp_path / "base"
+    tiny_bert().save_pretrained(base)
+    make_tokenizer().save_pretrained(base)
+    rng = random.Random(0)
+    with open(tmp_path / "sent.csv", "w") as f:
+        f.write("text,label\n")
+        for i in range(160):
+            lab = i % 2
+            words = [rng.choice(POS if lab else NEG)] + rng.sample(WORDS[:12], 3)
+            f.write(f"{' '.join(words)},{'pos' if lab else 'neg'}\n")
+    with open(tmp_path / "ner.conll", "w") as f:
+        for i in range(120):
+            toks = rng.sample(["the", "film", "in", "was", "good"], 3) + [rng.choice(["paris", "london"])]
+            for t in toks:
+                f.write(f"{t}\t{'B-loc' if t in ('paris', 'london') else 'O'}\n")
+            f.write("\n")
+    return tmp_path

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from adapterhub import AdaLoRA, AdapterModel, LoRA
+from adapterhub import AdaLoRA, AdapterModel
 from adapterhub.errors import AdapterHubError
 from adapterhub.recipes import RecipeError, load_recipe
 from conftest import make_tokenizer, tiny_bert
-from test_training import ROOT, workspace, write_recipe  # noqa: F401  (fixture re-export)
+from test_training import ROOT, write_recipe
 
 
 def ada_tasks(ws, names=("task1", "task10", "a"), init_r=6, target_r=2, total=16, tinit=2, tfinal=4, **kw):

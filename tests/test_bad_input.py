@@ -229,7 +229,7 @@ BAD_NAMES = [
     ("a..b", r"'\.\.'"),
     ("../etc", r"path separator|'\.\.'"),
     ("", r"empty"),
-    ("x" * 65, r"65 characters.*limit is 64"),
+    ("x" * 65, r"too long: 65 characters.*limit is 64"),
     ("has space", r"may only hold letters"),
     (".hidden", r"may only hold letters"),
 ]

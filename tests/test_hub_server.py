@@ -160,7 +160,7 @@ def test_noop_upload_creates_no_commit_and_range_requests(hub, tmp_path):
     ci = a.upload_file(path_or_fileobj=data, path_in_repo="x.bin", repo_id="alice/r")
     again = a.upload_file(path_or_fileobj=data, path_in_repo="x.bin", repo_id="alice/r")
     assert again.oid == ci.oid
-    status, headers, body = raw(hub, "GET", f"/alice/r/resolve/main/x.bin", headers={"Range": "bytes=10-19"})
+    status, headers, body = raw(hub, "GET", "/alice/r/resolve/main/x.bin", headers={"Range": "bytes=10-19"})
     assert status == 206 and body == data[10:20] and headers["Content-Range"] == f"bytes 10-19/{len(data)}"
     assert headers["X-Repo-Commit"] == ci.oid
     status, headers, body = raw(hub, "HEAD", "/alice/r/resolve/main/x.bin")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -16,33 +15,9 @@ import yaml
 from safetensors.torch import load_file
 
 from adapterhub.recipes import RecipeError, load_recipe
-from conftest import WORDS, make_tokenizer, tiny_bert, tiny_llama
+from conftest import make_tokenizer, tiny_llama
 
 ROOT = Path(__file__).resolve().parents[1]
-POS = ["good", "great", "fine", "love"]
-NEG = ["bad", "awful", "hate", "lost"]
-
-
-@pytest.fixture
-def workspace(tmp_path):
-    """A tiny BERT base saved as a local dir, plus csv / conll / jsonl data files."""
-    base = tmp_path / "base"
-    tiny_bert().save_pretrained(base)
-    make_tokenizer().save_pretrained(base)
-    rng = random.Random(0)
-    with open(tmp_path / "sent.csv", "w") as f:
-        f.write("text,label\n")
-        for i in range(160):
-            lab = i % 2
-            words = [rng.choice(POS if lab else NEG)] + rng.sample(WORDS[:12], 3)
-            f.write(f"{' '.join(words)},{'pos' if lab else 'neg'}\n")
-    with open(tmp_path / "ner.conll", "w") as f:
-        for i in range(120):
-            toks = rng.sample(["the", "film", "in", "was", "good"], 3) + [rng.choice(["paris", "london"])]
-            for t in toks:
-                f.write(f"{t}\t{'B-loc' if t in ('paris', 'london') else 'O'}\n")
-            f.write("\n")
-    return tmp_path
 
 
 def write_recipe(ws: Path, mode="joint", steps=12, extra_training=None, tasks=None) -> Path:

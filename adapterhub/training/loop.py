@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -14,8 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import AdapterHubError
-from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
+from ..heads import CAUSAL_LM
 from ..recipes import Recipe, RecipeError
 from . import checkpoint as ckpt
 from .sampling import ExampleStream, TaskSampler
