@@ -37,7 +37,9 @@ def fingerprint(base: nn.Module) -> dict[str, str]:
             flat = t.detach().reshape(-1)
             if flat.numel() == 0:
                 continue
-            idx = torch.linspace(0, flat.numel() - 1, min(SAMPLES, flat.numel())).long().to(flat.device)
+            n, k = flat.numel(), min(SAMPLES, flat.numel())
+            idx = (torch.arange(k, dtype=torch.long) * (n - 1)) // max(k - 1, 1)  # exact integer spacing
+            idx = idx.to(flat.device)
             sample = flat.index_select(0, idx).float().to(torch.bfloat16).float().cpu()
             weights.update(name.encode())
             weights.update(sample.numpy().tobytes())

@@ -190,6 +190,7 @@ def test_causal_lm_recipe_masks_prompt(tmp_path):
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     results = train_recipe(load_recipe(tmp_path / "r.yaml"))
     assert results["gen"]["test"]["perplexity"] > 1.0
+    assert 0.0 <= results["gen"]["test"]["exact_match"] <= 1.0
 
 
 # ---- checkpoint / resume ------------------------------------------------------------------------------

@@ -20,6 +20,9 @@ from .sampling import ExampleStream, TaskSampler
 from .tasks import TaskData, prepare_task
 
 
+EXACT_MATCH_EXAMPLES = 64  # held-out prompts generated for causal-LM exact match
+
+
 class _LossModule(nn.Module):
     """What DDP wraps: one routed forward, returns (total, per-task losses) as plain tensors."""
 
@@ -329,7 +332,35 @@ class Trainer:
             rows += self.tasks[t].rows_for_scoring(out.logits[t], batch["labels"][t], batch["attention_mask"],
                                                    float(out.losses[t]), [data[i] for i in idx])
         rows = gather_object(rows) if acc.num_processes > 1 else rows
-        return score(self.tasks[t], rows)
+        metrics = score(self.tasks[t], rows)
+        if full and self.tasks[t].type == CAUSAL_LM and data:
+            metrics["exact_match"] = self._exact_match(t, data[:EXACT_MATCH_EXAMPLES])
+        return metrics
+
+    @torch.no_grad()
+    def _exact_match(self, t: str, feats: list[dict]) -> float:
+        """Greedy generation from each held-out prompt vs its reference completion (same on every process)."""
+        from .. import routing
+        from ..data import exact_match
+
+        tok, model = self.model.tokenizer, self.model
+        prompts = [[i for i, l in zip(f["input_ids"], f["labels"]) if l == -100] for f in feats]
+        refs_ids = [[i for i, l in zip(f["input_ids"], f["labels"]) if l != -100] for f in feats]
+        refs = tok.batch_decode(refs_ids, skip_special_tokens=True)
+        n_new = max(len(r) for r in refs_ids)
+        preds = []
+        bs = self.recipe.training["eval_batch_size"]
+        for s in range(0, len(prompts), bs):
+            chunk = prompts[s:s + bs]
+            width = max(len(p) for p in chunk)
+            pad = tok.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self.acc.device)
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self.acc.device)
+            with routing.routed([t] * len(chunk)):
+                out = model.base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_new, do_sample=False,
+                                          pad_token_id=pad)
+            preds += tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        return exact_match(preds, refs)
 
     def _adapter_state(self, t: str) -> dict[str, torch.Tensor]:
         m = self.model
