@@ -12,7 +12,7 @@ from torch import nn
 
 from . import routing
 from .errors import AdapterHubError
-from .methods import BOTTLENECK, LOWRANK, Method
+from .methods import LOWRANK, Method
 from .methods.bottleneck import ACTIVATIONS
 
 _VERSION = attrgetter("_version")

