@@ -9,6 +9,11 @@ from pathlib import Path
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "multitask-minilm.yaml"
 
+# a short run that fits a few minutes on 2 CPU cores; the recipe's own settings are for a full run
+DEMO_SETTINGS = ["training.steps=120", "training.batch_size=24", "training.eval_every=60",
+                 "training.sampling=equal", "training.max_eval_examples=240", "training.max_test_examples=600",
+                 "tasks.topic.max_length=96", "training.lr=2e-3", "tasks.topic.lr=3e-3", "tasks.ner.lr=5e-3"]
+
 EXAMPLES = [
     ("sentiment", "a warm, funny and beautifully acted film that stays with you"),
     ("topic", "The new graphics card renders 3D scenes faster, but the driver crashes under X windows."),
@@ -23,7 +28,8 @@ EXAMPLES = [
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("overrides", nargs="*", help="recipe overrides, e.g. training.steps=100")
+    ap.add_argument("overrides", nargs="*", help="recipe overrides, e.g. training.steps=100 (added after the "
+                    "demo's own short-run settings)")
     ap.add_argument("--recipe", default=str(RECIPE))
     args = ap.parse_args(argv)
 
@@ -32,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from .store import Store
     from .training import train_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, DEMO_SETTINGS + args.overrides)
     print(f"== 1. train {list(recipe.tasks)} jointly on {recipe.base} ({recipe.training['steps']} steps)")
     t0 = time.perf_counter()
     results = train_recipe(recipe)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -218,8 +219,22 @@ def validate(raw: dict[str, Any], source: str = "recipe", base_dir: Path | None 
                   description=top["description"], raw=raw, base_dir=base_dir)
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.2), not as the string PyYAML 1.1 makes of it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def _yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_value(text: str) -> Any:
-    return yaml.safe_load(text) if text != "" else ""
+    return _yaml(text) if text != "" else ""
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -247,7 +262,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if not p.is_file():
         raise RecipeError(f"{p}: no such recipe file")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = _yaml(p.read_text())
     except yaml.YAMLError as e:
         raise RecipeError(f"{p}: not valid YAML ({e})") from None
     if raw is None:

@@ -317,8 +317,10 @@ class Trainer:
         acc, model = self.acc, self.model
         data = getattr(self.tasks[t], split)
         cap = self.recipe.training["max_test_examples" if full else "max_eval_examples"]
-        if cap:
-            data = data[:cap]
+        if cap and cap < len(data):
+            # a seeded random subset, never a prefix: source files are often ordered by label
+            g = torch.Generator().manual_seed(self.recipe.training["seed"])
+            data = [data[i] for i in sorted(torch.randperm(len(data), generator=g)[:cap].tolist())]
         mine = list(range(acc.process_index, len(data), acc.num_processes))
         model.eval()
         rows = []
