@@ -225,7 +225,7 @@ class InferenceMixin:
 
             config = LoRA(r=int(rank), alpha=float(rank), dropout=0.0, target_modules=sorted(paths))
             lora = method_for(config)
-            units = self._build_units(lora, config, paths)
+            units = self._build_units(lora, config, paths, init=False)
             for path, unit in units.items():
                 a_new, b_new = factors[path]
                 unit.lora_A.weight.copy_(a_new.to(unit.lora_A.weight.dtype))

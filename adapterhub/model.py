@@ -185,7 +185,8 @@ class AdapterModel(InferenceMixin, nn.Module):
         except AttributeError:
             raise BaseMismatchError(f"the base has no module {path!r} (adapter made for another base?)") from None
 
-    def _build_units(self, method: Method, config: MethodConfig, targets: list[str]) -> dict[str, nn.Module]:
+    def _build_units(self, method: Method, config: MethodConfig, targets: list[str],
+                     init: bool = True) -> dict[str, nn.Module]:
         units = {}
         for path in targets:
             mod = self._module(path)
@@ -194,7 +195,7 @@ class AdapterModel(InferenceMixin, nn.Module):
             lin = mod.base_layer if isinstance(mod, AdaptedLinear) else mod
             if not isinstance(lin, nn.Linear):
                 raise BaseMismatchError(f"module {path!r} of the base is a {type(lin).__name__}, not a Linear")
-            units[path] = method.create(config, lin, path)
+            units[path] = method.create(config, lin, path, init=init)
         return units
 
     def _attach(self, entry: AdapterEntry, units: dict[str, nn.Module], head: Head) -> AdapterEntry:
@@ -532,7 +533,7 @@ class AdapterModel(InferenceMixin, nn.Module):
                 if unmatched:
                     raise BaseMismatchError(f"{directory / CONFIG_FILE}: target_modules {unmatched[:3]} match no "
                                             "module of this base (adapter made for another base?)")
-        units = self._build_units(method, config, targets)
+        units = self._build_units(method, config, targets, init=False)  # every value comes from the file
         state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights")
         suffixes = {s for u in units.values() for s in method.unit_file_state(u)}
         per_module = split_module_keys(state, suffixes)

@@ -108,7 +108,7 @@ class AdaLoRAMethod(Method):
     def default_targets(self, config, base):
         return default_lora_targets(base)
 
-    def create(self, config: AdaLoRA, module: nn.Linear, path: str) -> AdaLoRAUnit:
+    def create(self, config: AdaLoRA, module: nn.Linear, path: str, init: bool = True) -> AdaLoRAUnit:
         w = module.weight
         unit = AdaLoRAUnit(module.in_features, module.out_features, config.init_r, config.lora_alpha,
                            config.dropout, w.dtype if w.is_floating_point() else torch.float32, w.device)

@@ -64,8 +64,9 @@ class Method:
         return names
 
     # --- parameters ----------------------------------------------------------------------------
-    def create(self, config: MethodConfig, module: nn.Linear, path: str) -> "nn.Module":
-        """Return the unit (an nn.Module with the parameters) for one targeted Linear."""
+    def create(self, config: MethodConfig, module: nn.Linear, path: str, init: bool = True) -> "nn.Module":
+        """Return the unit (an nn.Module with the parameters) for one targeted Linear. ``init=False`` leaves the
+        parameters uninitialised (their values are about to be loaded from a file)."""
         raise NotImplementedError
 
     # --- files ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from ..errors import AdapterHubError
 from .base import BOTTLENECK, Method, MethodConfig, linear_module_names
@@ -49,14 +50,15 @@ class Bottleneck(MethodConfig):
 
 
 class BottleneckUnit(nn.Module):
-    def __init__(self, hidden: int, bottleneck: int, non_linearity: str, dtype, device):
+    def __init__(self, hidden: int, bottleneck: int, non_linearity: str, dtype, device, init: bool = True):
         super().__init__()
-        self.adapter_down = nn.Linear(hidden, bottleneck, dtype=dtype, device=device)
-        self.adapter_up = nn.Linear(bottleneck, hidden, dtype=dtype, device=device)
-        nn.init.normal_(self.adapter_down.weight, std=1e-2)
-        nn.init.zeros_(self.adapter_down.bias)
-        nn.init.zeros_(self.adapter_up.weight)  # starts as the identity
-        nn.init.zeros_(self.adapter_up.bias)
+        self.adapter_down = skip_init(nn.Linear, hidden, bottleneck, dtype=dtype, device=device)
+        self.adapter_up = skip_init(nn.Linear, bottleneck, hidden, dtype=dtype, device=device)
+        if init:
+            nn.init.normal_(self.adapter_down.weight, std=1e-2)
+            nn.init.zeros_(self.adapter_down.bias)
+            nn.init.zeros_(self.adapter_up.weight)  # starts as the identity
+            nn.init.zeros_(self.adapter_up.bias)
         self.non_linearity = non_linearity
 
 
@@ -79,11 +81,11 @@ class BottleneckMethod(Method):
             f"Bottleneck: cannot find attention/feed-forward output projections in {type(base).__name__}; "
             "pass Bottleneck(attn_modules=<regex>, ffn_modules=<regex>)")
 
-    def create(self, config: Bottleneck, module: nn.Linear, path: str) -> BottleneckUnit:
+    def create(self, config: Bottleneck, module: nn.Linear, path: str, init: bool = True) -> BottleneckUnit:
         w = module.weight
         hidden = module.out_features
         return BottleneckUnit(hidden, max(1, hidden // config.reduction_factor), config.non_linearity,
-                              w.dtype if w.is_floating_point() else torch.float32, w.device)
+                              w.dtype if w.is_floating_point() else torch.float32, w.device, init=init)
 
     def unit_file_state(self, unit: BottleneckUnit) -> dict[str, torch.Tensor]:
         return {"adapter_down.weight": unit.adapter_down.weight, "adapter_down.bias": unit.adapter_down.bias,

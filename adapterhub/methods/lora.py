@@ -4,10 +4,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from ..errors import AdapterHubError
 from .base import LOWRANK, Method, MethodConfig
@@ -69,12 +71,14 @@ class LoRAUnit(nn.Module):
     """The LoRA factors on one Linear (names match peft's: lora_A / lora_B)."""
 
     def __init__(self, in_features: int, out_features: int, r: int, scaling: float, dropout: float,
-                 dtype: torch.dtype, device: torch.device | None):
+                 dtype: torch.dtype, device: torch.device | None, init: bool = True):
         super().__init__()
-        self.lora_A = nn.Linear(in_features, r, bias=False, dtype=dtype, device=device)
-        self.lora_B = nn.Linear(r, out_features, bias=False, dtype=dtype, device=device)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # peft's default init
-        nn.init.zeros_(self.lora_B.weight)
+        linear = partial(skip_init, nn.Linear, bias=False, dtype=dtype, device=device)
+        self.lora_A = linear(in_features, r)
+        self.lora_B = linear(r, out_features)
+        if init:
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # peft's default init
+            nn.init.zeros_(self.lora_B.weight)
         self.scaling = float(scaling)
         self.dropout = float(dropout)
 
@@ -94,11 +98,11 @@ class LoRAMethod(Method):
     def default_targets(self, config, base):
         return default_lora_targets(base)
 
-    def create(self, config: LoRA, module: nn.Linear, path: str) -> LoRAUnit:
+    def create(self, config: LoRA, module: nn.Linear, path: str, init: bool = True) -> LoRAUnit:
         w = module.weight
         r, _ = config.for_module(path)
         return LoRAUnit(module.in_features, module.out_features, r, config.module_scaling(path), config.dropout,
-                        w.dtype if w.is_floating_point() else torch.float32, w.device)
+                        w.dtype if w.is_floating_point() else torch.float32, w.device, init=init)
 
     def lowrank_factors(self, unit: LoRAUnit):
         return unit.lora_A.weight, unit.lora_B.weight, unit.scaling
