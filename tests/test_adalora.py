@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +10,7 @@ from adapterhub import AdaLoRA, AdapterModel
 from adapterhub.errors import AdapterHubError
 from adapterhub.recipes import RecipeError, load_recipe
 from conftest import make_tokenizer, tiny_bert
-from test_training import ROOT, write_recipe
+from test_training import train_two_processes, write_recipe
 
 
 def ada_tasks(ws, names=("task1", "task10", "a"), init_r=6, target_r=2, total=16, tinit=2, tfinal=4, **kw):
@@ -190,13 +186,7 @@ def test_show_prints_rank_allocation(tmp_path, capsys):
 def test_ddp_ranks_identical_on_both_processes(workspace):
     tasks = ada_tasks(workspace, names=("x", "y"), total=8, tinit=1, tfinal=2)
     path = write_recipe(workspace, steps=8, tasks=tasks, extra_training={"eval_every": 4})
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    accelerate = Path(sys.executable).with_name("accelerate")
-    proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-                           "-m", "adapterhub", "train", str(path), "output.store=false"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    train_two_processes(path)
     run_dir = workspace / "run"
     # the digest covers every unit tensor and its rank mask
     assert (run_dir / "weights-joint-rank0.sha256").read_text() == (run_dir / "weights-joint-rank1.sha256").read_text()

@@ -248,16 +248,21 @@ def test_resume_refuses_checkpoint_of_another_recipe(workspace, tmp_path):
 
 # ---- DDP --------------------------------------------------------------------------------------------------
 
-def test_two_process_ddp_identical_weights_and_gathered_metrics(workspace):
-    path = write_recipe(workspace, steps=8, extra_training={"eval_every": 4})
+def train_two_processes(recipe_path: Path) -> None:
+    """``adapterhub train`` under real 2-process CPU DDP (gloo) via ``accelerate launch --multi_gpu``."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": "1"}
     accelerate = Path(sys.executable).with_name("accelerate")
     proc = subprocess.run([str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-                           "-m", "adapterhub", "train", str(path), "output.store=false"],
+                           "-m", "adapterhub", "train", str(recipe_path), "output.store=false"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_two_process_ddp_identical_weights_and_gathered_metrics(workspace):
+    path = write_recipe(workspace, steps=8, extra_training={"eval_every": 4})
+    train_two_processes(path)
     run = workspace / "run"
     d0 = (run / "weights-joint-rank0.sha256").read_text()
     d1 = (run / "weights-joint-rank1.sha256").read_text()
