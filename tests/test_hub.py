@@ -30,19 +30,7 @@ TEXTS = ["the film was great", "a bad plot", "obama said paris is new"]
 
 
 @pytest.fixture
-def hub(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    hf_home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hf_home / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(hf_home / "stored_tokens"), raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+def hub(tmp_path, monkeypatch, hf_env):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     srv = HubServer(tmp_path / "hubroot", tokens={TOKEN: "alice"}).start()
     monkeypatch.setenv("HF_ENDPOINT", srv.url)  # the client reads it at call time

@@ -25,25 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def hf_env(tmp_path, monkeypatch):
-    """huggingface_hub reads its settings at import: patch the constants as well as the environment."""
-    from huggingface_hub import constants
-
-    hf_home = tmp_path / "hf"
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setenv("HF_HOME", str(hf_home))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(hf_home / "token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(hf_home / "stored_tokens"), raising=False)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    return hf_home
-
-
-@pytest.fixture
 def hub(tmp_path, hf_env, monkeypatch):
     srv = HubServer(tmp_path / "hubroot", tokens={TOKEN: "alice", OTHER: "bob"}).start()
     monkeypatch.setenv("HF_ENDPOINT", srv.url)
