@@ -24,10 +24,10 @@ from torch import nn
 from .adapter_files import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, write_dir_atomically, write_json, write_safetensors
 from .errors import AdapterHubError
 from .heads import SEQ_CLS, TOKEN_CLS, head_from_config
-from .layers import AdaptedLinear
 from .merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_delta, lowrank_sum_factors,
                     truncated_svd)
-from .methods import LOWRANK, LoRA, method_for
+from .methods import factor_method, methods
+from .routing import AdaptedLinear
 
 if TYPE_CHECKING:  # pragma: no cover
     from .model import AdapterEntry
@@ -54,10 +54,11 @@ class InferenceMixin:
 
     def _require_lowrank(self, name: str, what: str) -> "AdapterEntry":
         e = self.entry(name)
-        if e.method.unit_kind != LOWRANK:
+        if not e.method.linear:
+            linear = sorted(n for n, m in methods().items() if m.linear)
             raise AdapterHubError(
-                f"adapter {name!r} is a {e.method.name} adapter: its delta up(act(down(h))) is nonlinear, so it "
-                f"cannot be {what}; only low-rank adapters (lora, adalora) can")
+                f"adapter {name!r} is a {e.method.name} adapter: its delta is nonlinear (not a linear map B @ A), so it "
+                f"cannot be {what}; only low-rank adapters ({', '.join(linear)}) can")
         return e
 
     def merge(self, name: str) -> None:
@@ -223,13 +224,11 @@ class InferenceMixin:
                     raise AdapterHubError(f"combine: the combined delta of module {path!r} is not finite")
                 factors[path] = (a_new, b_new)
 
-            config = LoRA(r=int(rank), alpha=float(rank), dropout=0.0, target_modules=sorted(paths))
-            lora = method_for(config)
-            units = self._build_units(lora, config, paths, init=False)
+            target = factor_method()
+            config = target.factor_config(int(rank), sorted(paths))
+            units = self._build_units(target, config, paths, init=False)
             for path, unit in units.items():
-                a_new, b_new = factors[path]
-                unit.lora_A.weight.copy_(a_new.to(unit.lora_A.weight.dtype))
-                unit.lora_B.weight.copy_(b_new.to(unit.lora_B.weight.dtype))
+                target.set_factors(unit, *factors[path])
             first = self.heads[names[0]]
             head = head_from_config(first.config(), self.hidden_size)
             ref = next(first.parameters(), None)
@@ -245,7 +244,7 @@ class InferenceMixin:
         from .model import AdapterEntry
 
         summary = ", ".join(f"{n}={weights[n]:g}" for n in names)
-        entry = AdapterEntry(name, config, lora, entries[0].task, sorted(paths),
+        entry = AdapterEntry(name, config, target, entries[0].task, sorted(paths),
                              source=f"combine:{method}({summary}; rank={rank})")
         return self._attach(entry, units, head)
 

@@ -20,8 +20,8 @@ from .errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMis
 from .fingerprint import fingerprint
 from .heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, Head, build_head, head_from_config
 from .inference import InferenceMixin
-from .layers import AdaptedLinear
-from .methods import PEFT_TYPES, Method, MethodConfig, method_for, method_from_name
+from .methods import Method, MethodConfig, get_method, method_for, method_for_peft_type
+from .routing import AdaptedLinear
 from .names import validate_name
 from .version import __version__
 
@@ -143,13 +143,11 @@ class AdapterModel(InferenceMixin, nn.Module):
                     **head_options) -> AdapterEntry:
         """Create a new adapter (trainable) with its task head."""
         self._check_new_name(name)
-        if not isinstance(config, MethodConfig):
-            raise AdapterHubError(f"config must be a method config such as LoRA(...), got {type(config).__name__}")
+        method = method_for(config)
         config.validate()
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
         head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
-        method = method_for(config)
         targets = method.resolve_targets(config, self.base)
         units = self._build_units(method, config, targets)
         return self._attach(AdapterEntry(name, config, method, task, targets), units, head)
@@ -218,6 +216,11 @@ class AdapterModel(InferenceMixin, nn.Module):
 
     def _device_dtype_of_head(self) -> torch.device:
         return next(self.base.parameters()).device
+
+    def adapter_units(self, name: str) -> dict[str, nn.Module]:
+        """Module path -> adapter ``name``'s unit on that module (its parameters)."""
+        self.entry(name)
+        return self._units(name)
 
     def _units(self, name: str) -> dict[str, nn.Module]:
         return {path: mod.units[name] for path, mod in self.base.named_modules()
@@ -423,21 +426,19 @@ class AdapterModel(InferenceMixin, nn.Module):
             library_version=__version__, files=files,
             extra={**e.extra, **e.method.card_extra(self._units(name))})
 
-    def write_adapter_files(self, name: str, directory: str | os.PathLike, as_lora: bool = False) -> None:
-        """Write the adapter's files into an existing (empty) directory. ``as_lora``: write an AdaLoRA adapter as
-        the equivalent plain LoRA (per-module ranks in ``rank_pattern``), loadable by any LoRA consumer."""
+    def write_adapter_files(self, name: str, directory: str | os.PathLike, convert_to: str | None = None) -> None:
+        """Write the adapter's files into an existing (empty) directory. ``convert_to``: write the adapter as the
+        equivalent adapter of another method, where its plug-in can (e.g. AdaLoRA as a plain LoRA with per-module
+        ranks in ``rank_pattern``, loadable by any LoRA consumer)."""
         e = self.entry(name)
         d = Path(directory)
         units = self._units(name)
         method, config = e.method, e.config
-        if as_lora and method.name != "lora":
-            if not hasattr(method, "as_lora"):
-                raise AdapterHubError(f"adapter {name!r} is a {method.name} adapter; only AdaLoRA converts to LoRA")
-            from .methods import method_from_name
-
-            cfg_dict, per_module = method.as_lora(config, units, self.base_id)
+        if convert_to is not None and convert_to != method.name:
+            target = get_method(convert_to)
+            cfg_dict, per_module = method.convert(config, units, target.name, self.base_id)
             tensors = {f"base_model.model.{p}.{suf}": t for p, ts in per_module.items() for suf, t in ts.items()}
-            method = method_from_name("lora")
+            method = target
             config = method.from_adapter_config(cfg_dict)
             units = {}
         else:
@@ -458,11 +459,12 @@ class AdapterModel(InferenceMixin, nn.Module):
         card.write(d)
 
     def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
-                     as_lora: bool = False) -> Path:
-        """Save to ``directory`` atomically (written to a temp dir, then renamed into place)."""
+                     convert_to: str | None = None) -> Path:
+        """Save to ``directory`` atomically (written to a temp dir, then renamed into place). ``convert_to``: see
+        :meth:`write_adapter_files`."""
         self.entry(name)
         return write_dir_atomically(directory, overwrite,
-                                    lambda tmp: self.write_adapter_files(name, tmp, as_lora=as_lora))
+                                    lambda tmp: self.write_adapter_files(name, tmp, convert_to=convert_to))
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
@@ -505,11 +507,10 @@ class AdapterModel(InferenceMixin, nn.Module):
         refuse_pickle_only(directory)
         card = AdapterCard.read(directory)
         cfg_dict = read_json(directory / CONFIG_FILE, "the adapter config")
-        peft_type = str(cfg_dict.get("peft_type", "")).upper()
-        if peft_type not in PEFT_TYPES:
-            raise AdapterFileError(f"{directory / CONFIG_FILE}: unsupported peft_type {cfg_dict.get('peft_type')!r}; "
-                                   f"supported: {sorted(PEFT_TYPES)}")
-        method = method_from_name(PEFT_TYPES[peft_type])
+        try:
+            method = method_for_peft_type(cfg_dict.get("peft_type"), str(directory / CONFIG_FILE))
+        except AdapterHubError as e:
+            raise AdapterFileError(str(e)) from None
         if card.method != method.name:
             raise AdapterFileError(f"{directory}: card says method {card.method!r}, config says {method.name!r}")
         try:

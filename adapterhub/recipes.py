@@ -12,7 +12,7 @@ import yaml
 
 from .errors import AdapterHubError
 from .heads import TASKS
-from .methods import config_from_dict
+from .methods import config_from_dict, get_method, methods, training_option_fields
 from .names import validate_name
 
 
@@ -59,8 +59,6 @@ TRAINING_SCHEMA: dict[str, tuple] = {
     "max_eval_examples": ((int, type(None)), None),
     "max_test_examples": ((int, type(None)), None),
     "log_every": (int, 10),
-    "adalora_budget": (str, "per_task"),
-    "adalora_total_rank": ((int, type(None)), None),
 }
 OUTPUT_SCHEMA: dict[str, tuple] = {
     "dir": (str, "runs/{name}"),
@@ -148,7 +146,8 @@ def validate(raw: dict[str, Any], source: str = "recipe", base_dir: Path | None 
         raise RecipeError(f"{source}: a recipe is a YAML mapping")
     raw.setdefault("name", Path(source).stem if source != "recipe" else "run")
     top = _check(raw, TOP_SCHEMA, "")
-    tr = _check(top["training"], TRAINING_SCHEMA, "training")
+    method_options = training_option_fields()
+    tr = _check(top["training"], {**TRAINING_SCHEMA, **{k: v[:2] for k, v in method_options.items()}}, "training")
     _choice(tr["mode"], MODES, "training.mode")
     _choice(tr["schedule"], SCHEDULES, "training.schedule")
     _choice(tr["sampling"], SAMPLINGS, "training.sampling")
@@ -162,7 +161,6 @@ def validate(raw: dict[str, Any], source: str = "recipe", base_dir: Path | None 
         raise RecipeError(f"training.lr: must be > 0, got {tr['lr']}")
     if tr["temperature"] <= 0:
         raise RecipeError(f"training.temperature: must be > 0, got {tr['temperature']}")
-    _choice(tr["adalora_budget"], ("per_task", "shared"), "training.adalora_budget")
     out = _check(top["output"], OUTPUT_SCHEMA, "output")
     if not top["tasks"]:
         raise RecipeError("tasks: at least one task is required")
@@ -191,22 +189,17 @@ def validate(raw: dict[str, Any], source: str = "recipe", base_dir: Path | None 
         if t["loss_weight"] < 0:
             raise RecipeError(f"{where}.loss_weight: must be >= 0")
         tasks[tname] = TaskSpec(name=tname, **t)
-    ada = [t for t, spec in tasks.items() if spec.adapter.get("method") == "adalora"]
-    for t in ada:
+    for t, spec in tasks.items():
         try:
-            tasks[t].method_config.validate_for_training()
+            get_method(spec.adapter["method"]).validate_for_training(spec.method_config)
         except AdapterHubError as e:
             raise RecipeError(f"tasks.{t}.adapter: {e}") from None
-    if not ada and (tr["adalora_budget"] != "per_task" or tr["adalora_total_rank"] is not None):
-        raise RecipeError("training.adalora_budget/adalora_total_rank: AdaLoRA options given, but no task uses "
-                          "an AdaLoRA adapter")
-    if tr["adalora_total_rank"] is not None:
-        if tr["adalora_budget"] != "shared":
-            raise RecipeError("training.adalora_total_rank needs training.adalora_budget: shared")
-        if tr["adalora_total_rank"] < 1:
-            raise RecipeError(f"training.adalora_total_rank: must be >= 1, got {tr['adalora_total_rank']}")
-    if tr["adalora_budget"] == "shared" and tr["mode"] != "joint":
-        raise RecipeError("training.adalora_budget: shared needs training.mode: joint (one run, one budget)")
+    for mname, method in methods().items():
+        using = [t for t, spec in tasks.items() if spec.adapter["method"] == mname]
+        try:
+            method.validate_training_options({k: tr[k] for k in method.training_options}, using, tr["mode"])
+        except AdapterHubError as e:
+            raise RecipeError(str(e)) from None
     if tr["progressive"]:
         for k, v in tr["progressive"].items():
             if k not in tasks:

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from adapterhub import AdapterModel, LoRA
-from adapterhub.layers import AdaptedLinear
+from adapterhub.routing import AdaptedLinear
 from adapterhub.store import Store
 
 WINDOW = 20

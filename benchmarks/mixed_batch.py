@@ -32,7 +32,7 @@ import _common as C
 import torch
 
 from adapterhub import AdapterModel, routing
-from adapterhub.layers import AdaptedLinear
+from adapterhub.routing import AdaptedLinear
 from adapterhub.methods import LoRA
 
 RANK = 8

@@ -65,7 +65,7 @@ def final_parameters(model, task: str) -> int:
     """Trainable parameters the adapter ends with (AdaLoRA: the allocated ranks only, as saved)."""
     if model.entry(task).method.name != "adalora":
         return model.num_parameters(task)
-    units = model._units(task).values()
+    units = model.adapter_units(task).values()
     head = sum(p.numel() for p in model.heads[task].parameters())
     return head + sum(u.rank * (u.lora_A.shape[1] + u.lora_B.shape[0] + 1) for u in units)
 

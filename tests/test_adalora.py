@@ -33,10 +33,10 @@ def run(ws, tasks, steps=16, **training):
 
 def test_names_task1_task10_a_train_jointly_with_own_allocators(workspace):
     tr, results = run(workspace, ada_tasks(workspace))
-    alloc = tr.allocator
+    alloc = tr.method_hooks["adalora"].allocator
     assert sorted(g.names for g in alloc.groups) == [["a"], ["task1"], ["task10"]]
     for n in ("task1", "task10", "a"):
-        units = tr.model._units(n)
+        units = tr.model.adapter_units(n)
         assert set(alloc.units[n]) == set(units)  # exactly this adapter's modules, nothing else
         assert alloc.total_rank([n]) == 2 * len(units)  # target_r per module, on average
     report = json.loads((workspace / "run" / "rank_allocation-joint.json").read_text())
@@ -50,15 +50,15 @@ def test_names_task1_task10_a_train_jointly_with_own_allocators(workspace):
 def test_shared_budget_total_is_exact_and_shares_reported(workspace):
     tasks = ada_tasks(workspace, names=("sent", "other"))
     tr, _ = run(workspace, tasks, adalora_budget="shared", adalora_total_rank=37)
-    assert len(tr.allocator.groups) == 1
-    assert tr.allocator.total_rank() == 37
-    rep = tr.rank_report
+    assert len(tr.method_hooks["adalora"].allocator.groups) == 1
+    assert tr.method_hooks["adalora"].allocator.total_rank() == 37
+    rep = tr.method_hooks["adalora"].report
     assert sum(v["total_rank"] for v in rep["per_task"].values()) == 37
     assert sum(v["share"] for v in rep["per_task"].values()) == pytest.approx(1.0)
 
 
 def test_allocator_runs_on_optimizer_steps_only(workspace, monkeypatch):
-    from adapterhub.training.rank_allocation import RankAllocator
+    from adapterhub.methods.adalora.allocation import RankAllocator
 
     calls = []
     orig = RankAllocator.step
@@ -68,7 +68,7 @@ def test_allocator_runs_on_optimizer_steps_only(workspace, monkeypatch):
 
 
 def test_budget_follows_schedule():
-    from adapterhub.training.rank_allocation import RankAllocator, _Group
+    from adapterhub.methods.adalora.allocation import RankAllocator, _Group
 
     g = _Group(["x"], init_budget=120, target_budget=40, config=AdaLoRA(init_r=12, target_r=4, total_step=100,
                                                                           tinit=10, tfinal=20, deltaT=5))
@@ -85,7 +85,7 @@ def _trained_ada_model(seed=0):
     model.add_adapter("ada", AdaLoRA(init_r=6, target_r=2, total_step=10, target_modules=["query", "value"]),
                       labels=["neg", "pos"])
     torch.manual_seed(seed)
-    units = model._units("ada")
+    units = model.adapter_units("ada")
     for i, u in enumerate(units.values()):
         with torch.no_grad():
             u.lora_E.normal_()
@@ -107,7 +107,7 @@ def test_saved_adalora_is_pruned_and_reloads_identically(tmp_path):
 
     st = load_file(str(d / "adapter_model.safetensors"))
     ranks = {k: v.shape[0] for k, v in st.items() if k.endswith("lora_E")}
-    assert sorted(ranks.values()) == sorted(u.rank for u in model._units("ada").values())
+    assert sorted(ranks.values()) == sorted(u.rank for u in model.adapter_units("ada").values())
     assert sum(ranks.values()) < 6 * len(ranks)  # smaller than the unpruned file
     card = json.loads((d / "adapter_card.json").read_text())
     assert card["extra"]["total_rank"] == sum(ranks.values())
@@ -131,7 +131,7 @@ def test_pruned_adalora_loads_in_plain_peft_and_as_lora(tmp_path):
         theirs = peft_model(input_ids=ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
 
-    d2 = model.save_adapter("ada", tmp_path / "ada-lora", as_lora=True)
+    d2 = model.save_adapter("ada", tmp_path / "ada-lora", convert_to="lora")
     cfg = json.loads((d2 / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["rank_pattern"]
     lora_model = PeftModel.from_pretrained(tiny_bert(), str(d2)).eval()
@@ -180,7 +180,7 @@ def test_show_prints_rank_allocation(tmp_path, capsys):
     assert main(["show", "ada"]) == 0
     out = capsys.readouterr().out
     assert "encoder.layer.0.attention.self.query" in out
-    assert str(sum(u.rank for u in model._units("ada").values())) in out
+    assert str(sum(u.rank for u in model.adapter_units("ada").values())) in out
 
 
 def test_ddp_ranks_identical_on_both_processes(workspace):

@@ -15,7 +15,7 @@ from adapterhub import AdaLoRA, AdapterModel, Bottleneck, LoRA
 from adapterhub import paths
 from adapterhub.errors import (AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError,
                                StoreError)
-from adapterhub.layers import AdaptedLinear
+from adapterhub.routing import AdaptedLinear
 from conftest import make_tokenizer, tiny_bert, tiny_llama
 
 LABELS = ["neg", "pos"]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from adapterhub import AdaLoRA, AdapterModel, Bottleneck, LoRA
-from adapterhub.layers import AdaptedLinear
+from adapterhub.routing import AdaptedLinear
 from conftest import make_tokenizer, tiny_bert, tiny_llama
 
 LABELS2 = ["neg", "pos"]
@@ -238,7 +238,7 @@ def test_delete_frees_units_head_and_caches():
         model(enc["input_ids"], enc["attention_mask"], adapters=["keep", "gone", "gone_bn", "keep", "gone", "gone_bn"])
     for victim in ("gone", "gone_bn"):
         refs = [weakref.ref(p) for p in model.adapter_parameters(victim)]
-        units = [weakref.ref(u) for u in model._units(victim).values()] + [weakref.ref(model.heads[victim])]
+        units = [weakref.ref(u) for u in model.adapter_units(victim).values()] + [weakref.ref(model.heads[victim])]
         model.delete_adapter(victim)
         gc.collect()
         assert all(r() is None for r in refs), f"{victim}: parameters still referenced"

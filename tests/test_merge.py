@@ -12,7 +12,7 @@ from safetensors import safe_open
 from adapterhub import AdaLoRA, AdapterHubError, AdapterModel, AdapterNameError, Bottleneck, LoRA
 from adapterhub.errors import AdapterFileError
 from adapterhub.heads import head_from_config
-from adapterhub.layers import AdaptedLinear
+from adapterhub.routing import AdaptedLinear
 from adapterhub.merge import (combine_deltas, dare_merge, disjoint_mean, linear_merge, lowrank_delta,
                               lowrank_sum_factors, magnitude_prune, majority_sign, random_prune, ties_merge,
                               truncated_svd)
@@ -48,7 +48,7 @@ def assert_base_bits(model: AdapterModel, snap: dict[str, torch.Tensor]) -> None
 
 def delta_of(model: AdapterModel, name: str, path: str) -> torch.Tensor:
     e = model.entry(name)
-    a, b, s = e.method.lowrank_factors(model._units(name)[path])
+    a, b, s = e.method.lowrank_factors(model.adapter_units(name)[path])
     return lowrank_delta(a, b, s, torch.float64)
 
 
@@ -82,7 +82,7 @@ def test_merge_folds_delta_and_unmerge_restores_bits(bert2):
     m.merge("a")
     assert m.merged == "a"
     # each targeted weight is W + scale * B @ A; nothing else changed
-    targeted = set(m._units("a"))
+    targeted = set(m.adapter_units("a"))
     assert targeted and all(p.endswith(("query", "value")) for p in targeted)
     now = m.base_parameters()
     for k, v in snap.items():
@@ -151,7 +151,7 @@ def test_merge_errors(bert2):
     # a merged adapter cannot be deleted (its delta would stay in the base); nothing changes
     with pytest.raises(AdapterHubError, match="merged into the base weights; call unmerge\\(\\) before deleting"):
         m.delete_adapter("a")
-    assert "a" in m.adapters and m._units("a") and m.merged == "a"
+    assert "a" in m.adapters and m.adapter_units("a") and m.merged == "a"
     assert_base_bits(m, merged_bits)
     # other adapters can still be added / deleted while one is merged
     m.delete_adapter("tok")
@@ -282,10 +282,10 @@ def test_combine_linear_different_ranks_is_exact(bert2, tmp_path):
     paths = [p for p, x in m.base.named_modules() if isinstance(x, AdaptedLinear) and ("a" in x.units or "b" in x.units)]
     want = {}
     for p in paths:
-        want[p] = sum(wt * delta_of(m, n, p) for n, wt in w.items() if p in m._units(n))
+        want[p] = sum(wt * delta_of(m, n, p) for n, wt in w.items() if p in m.adapter_units(n))
     e = m.combine(w, name="ab", rank=12)
     assert e.method.name == "lora" and e.config.r == 12 and e.config.scaling == 1.0
-    assert sorted(m._units("ab")) == sorted(paths)
+    assert sorted(m.adapter_units("ab")) == sorted(paths)
     for p in paths:
         torch.testing.assert_close(delta_of(m, "ab", p), want[p], atol=1e-5, rtol=0)
     # the default rank of "linear" is the sum of the input ranks: the same exact result
@@ -324,7 +324,7 @@ def test_combine_linear_different_ranks_is_exact(bert2, tmp_path):
 
 
 def _reference_deltas(m, names, paths):
-    return {p: [delta_of(m, n, p) if p in m._units(n) else torch.zeros_like(delta_of(m, "b", p))
+    return {p: [delta_of(m, n, p) if p in m.adapter_units(n) else torch.zeros_like(delta_of(m, "b", p))
                 for n in names] for p in paths}
 
 
@@ -336,15 +336,15 @@ def test_combine_methods_shapes_determinism_and_math(bert2, method):
     ref = _reference_deltas(m, list(w), paths)
     e = m.combine(w, name="c1", method=method, density=0.4, seed=3)
     assert e.config.r == 8  # default: the largest input rank
-    for p, u in m._units("c1").items():
+    for p, u in m.adapter_units("c1").items():
         lin = m.base.get_submodule(p).base_layer
         assert tuple(u.lora_A.weight.shape) == (8, lin.in_features)
         assert tuple(u.lora_B.weight.shape) == (lin.out_features, 8)
         assert torch.isfinite(u.lora_A.weight).all() and torch.isfinite(u.lora_B.weight).all()
     m.combine(w, name="c2", method=method, density=0.4, seed=3)
     for p in paths:
-        assert torch.equal(m._units("c1")[p].lora_A.weight, m._units("c2")[p].lora_A.weight)
-        assert torch.equal(m._units("c1")[p].lora_B.weight, m._units("c2")[p].lora_B.weight)
+        assert torch.equal(m.adapter_units("c1")[p].lora_A.weight, m.adapter_units("c2")[p].lora_A.weight)
+        assert torch.equal(m.adapter_units("c1")[p].lora_B.weight, m.adapter_units("c2")[p].lora_B.weight)
     # rank 64 >= min(out, in) of every module: the combination itself, untruncated (zero-padded factors)
     m.combine(w, name="full", method=method, density=0.4, seed=3, rank=64)
     gen = torch.Generator().manual_seed(3)
@@ -361,7 +361,7 @@ def test_combine_methods_shapes_determinism_and_math(bert2, method):
         torch.testing.assert_close(delta_of(m, "c1", p), b @ a, atol=1e-5, rtol=0)
     if method == "dare":  # another seed drops other entries
         m.combine(w, name="c3", method=method, density=0.4, seed=4)
-        assert any(not torch.equal(m._units("c1")[p].lora_B.weight, m._units("c3")[p].lora_B.weight) for p in paths)
+        assert any(not torch.equal(m.adapter_units("c1")[p].lora_B.weight, m.adapter_units("c3")[p].lora_B.weight) for p in paths)
     ids, mask = batch()
     with torch.no_grad():
         out = m(ids, mask, adapters=["c1", "a", "c2", "b", "c1"])
@@ -380,8 +380,8 @@ def test_combine_adalora_and_lora_llama():
     m.eval()
     e = m.combine({"ada": 1.0, "l": -0.5}, name="mix")
     assert e.task == "causal-lm" and e.config.r == 8
-    for p in m._units("mix"):
-        want = sum(wt * delta_of(m, n, p) for n, wt in (("ada", 1.0), ("l", -0.5)) if p in m._units(n))
+    for p in m.adapter_units("mix"):
+        want = sum(wt * delta_of(m, n, p) for n, wt in (("ada", 1.0), ("l", -0.5)) if p in m.adapter_units(n))
         torch.testing.assert_close(delta_of(m, "mix", p), want, atol=1e-5, rtol=0)
     assert m.generate(TEXTS[:2], adapters="mix", max_new_tokens=3)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from adapterhub import AdaLoRA, AdapterModel, Bottleneck, LoRA, __version__
-from adapterhub.layers import AdaptedLinear
+from adapterhub.routing import AdaptedLinear
 from adapterhub.store import Store
 from conftest import make_tokenizer, tiny_bert, tiny_llama
 

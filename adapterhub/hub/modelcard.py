@@ -10,8 +10,6 @@ from ..card import CONFIG_FILE, WEIGHTS_FILE
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
 
 PIPELINE_TAGS = {SEQ_CLS: "text-classification", TOKEN_CLS: "token-classification", CAUSAL_LM: "text-generation"}
-METHOD_NAMES = {"lora": "LoRA", "adalora": "AdaLoRA", "bottleneck": "Bottleneck adapter"}
-PEFT_LOADABLE = {"lora", "adalora"}
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$|^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -53,25 +51,34 @@ def metric_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str, float]]:
     return rows
 
 
-def rank_allocation(directory: Path, method: str) -> dict[str, int]:
-    """Per module: the LoRA rank, the AdaLoRA rank in use (singular values E != 0) or the bottleneck width.
-    Read from the safetensors header, plus the small ``lora_E`` vectors for AdaLoRA."""
+def _method(name: Any):
+    """The registered plug-in of a card's method, or None (a card from a newer version may name another)."""
+    from ..methods import methods
+
+    return methods().get(str(name))
+
+
+def _display(name: Any) -> str:
+    m = _method(name)
+    return m.display_name if m is not None else str(name)
+
+
+def _peft_loadable(name: Any) -> bool:
+    m = _method(name)
+    return m is not None and m.peft_loadable
+
+
+def module_sizes(directory: Path, method: str) -> dict[str, int]:
+    """Per module, the adapter's size (rank in use, bottleneck width...) as its method reads it from the
+    safetensors file (shapes, plus small tensors where the size is in the values)."""
     from safetensors import safe_open
 
-    out: dict[str, int] = {}
+    m = _method(method)
     path = Path(directory) / WEIGHTS_FILE
-    if not path.is_file():
-        return out
+    if m is None or not path.is_file():
+        return {}
     with safe_open(str(path), framework="pt") as f:
-        for key in sorted(f.keys()):
-            mod = key[len("base_model.model."):] if key.startswith("base_model.model.") else key
-            if method == "lora" and key.endswith(".lora_A.weight"):
-                out[mod[: -len(".lora_A.weight")]] = int(f.get_slice(key).get_shape()[0])
-            elif method == "adalora" and key.endswith(".lora_E"):
-                out[mod[: -len(".lora_E")]] = int((f.get_tensor(key) != 0).sum())
-            elif method == "bottleneck" and key.endswith(".adapter_down.weight"):
-                out[mod[: -len(".adapter_down.weight")]] = int(f.get_slice(key).get_shape()[0])
-    return out
+        return m.file_module_sizes(f)
 
 
 def _yaml(meta: dict[str, Any], eval_results: list[Any], model_name: str) -> str:
@@ -112,9 +119,8 @@ def _fmt(v: Any) -> str:
 
 
 def _config_summary(method: str, cfg: Mapping[str, Any]) -> str:
-    keys = {"lora": ("r", "alpha", "dropout", "use_rslora"),
-            "adalora": ("init_r", "target_r", "alpha", "tinit", "tfinal", "deltaT"),
-            "bottleneck": ("reduction_factor", "placement", "non_linearity")}.get(method, tuple(cfg))
+    m = _method(method)
+    keys = m.card_keys if m is not None and m.card_keys else tuple(cfg)
     return ", ".join(f"`{k}={cfg[k]}`" for k in keys if k in cfg and cfg[k] is not None)
 
 
@@ -132,7 +138,7 @@ def _usage(card: Mapping[str, Any], repo_id: str, subfolder: str | None) -> str:
              f'print(model.predict({sample}, adapters="{name}"))', "```", "",
              "or into the local store from the command line:", "", "```bash",
              f"adapterhub pull {repo_id}" + (f" --adapter {name}" if subfolder else ""), "```", ""]
-    if method in PEFT_LOADABLE:
+    if _peft_loadable(method):
         auto = "AutoModelForCausalLM" if task == CAUSAL_LM else "AutoModel"
         sub = f', subfolder="{subfolder}"' if subfolder else ""
         lines += ["With plain peft (the adapter weights only; the task head is in "
@@ -140,7 +146,7 @@ def _usage(card: Mapping[str, Any], repo_id: str, subfolder: str | None) -> str:
                   "from peft import PeftModel", "", f'base = {auto}.from_pretrained("{base}")',
                   f'model = PeftModel.from_pretrained(base, "{repo_id}"{sub})', "```", ""]
     else:
-        lines += [f"Plain peft has no {METHOD_NAMES.get(str(method), method)} type: load this one with adapterhub.",
+        lines += [f"Plain peft has no {_display(method)} type: load this one with adapterhub.",
                   ""]
     return "\n".join(lines)
 
@@ -153,32 +159,23 @@ def _body(card: Mapping[str, Any], repo_id: str, subfolder: str | None, director
     labels = card.get("labels")
     cfg = card.get("method_config") or {}
     out = [f"{heading} {name}", "",
-           f"A {METHOD_NAMES.get(method, method)} adapter for **{task}** on "
+           f"A {_display(method)} adapter for **{task}** on "
            f"`{card.get('base_model')}`, made with [adapterhub](https://pypi.org/project/adapterhub/).", "",
            "| | |", "|---|---|", f"| task | {task} |"]
     if labels:
         shown = ", ".join(f"`{x}`" for x in labels[:50]) + (f" ... ({len(labels)} in all)" if len(labels) > 50 else "")
         out.append(f"| labels ({len(labels)}) | {shown} |")
-    out += [f"| method | {METHOD_NAMES.get(method, method)} ({_config_summary(method, cfg)}) |",
+    out += [f"| method | {_display(method)} ({_config_summary(method, cfg)}) |",
             f"| trainable parameters | {card.get('num_parameters')} adapter + {card.get('num_head_parameters', 0)} "
             f"head |",
             f"| base model | `{card.get('base_model')}` (fingerprint `{(card.get('base_fingerprint') or {}).get('arch')}`) |"]
     if subfolder:
         out.append(f"| folder | `{subfolder}/` |")
     out.append("")
-    alloc = rank_allocation(directory, method) if directory is not None else {}
-    if alloc:
-        what = {"lora": "rank", "adalora": "rank in use (non-zero singular values)",
-                "bottleneck": "bottleneck width"}.get(method, "size")
-        vals = sorted(set(alloc.values()))
-        out += [f"{heading}# {'Rank allocation' if method != 'bottleneck' else 'Bottleneck sizes'}", ""]
-        if method == "adalora":
-            out += [f"AdaLoRA starts every module at rank {cfg.get('init_r')} and prunes to a total budget of about "
-                    f"{cfg.get('target_r')} per module; total rank in use: {sum(alloc.values())}.", ""]
-        if len(vals) == 1 and method != "adalora":
-            out += [f"{len(alloc)} modules, {what} {vals[0]} each.", ""]
-        else:
-            out += [f"| module | {what} |", "|---|---|"] + [f"| `{m}` | {r} |" for m, r in alloc.items()] + [""]
+    sizes = module_sizes(directory, method) if directory is not None else {}
+    if sizes:
+        title, lines = _method(method).describe_sizes(dict(cfg), sizes)
+        out += [f"{heading}# {title}", "", *lines]
     rows = metric_rows(card.get("metrics") or {})
     if rows:
         out += [f"{heading}# Evaluation", "", "| split | metric | value |", "|---|---|---|"]
@@ -222,7 +219,7 @@ def render_index_card(repo_id: str, index: Mapping[str, Any], cards: Mapping[str
         c = cards.get(n, {})
         labels = c.get("labels")
         lines.append(f"| [`{n}`]({e['subfolder']}/README.md) | {c.get('task')} | "
-                     f"{METHOD_NAMES.get(str(c.get('method')), c.get('method'))} | {len(labels) if labels else '-'} | "
+                     f"{_display(c.get('method'))} | {len(labels) if labels else '-'} | "
                      f"{c.get('num_parameters')} |")
     names = list(adapters)
     first = names[0] if names else "<name>"
@@ -233,7 +230,7 @@ def render_index_card(repo_id: str, index: Mapping[str, Any], cards: Mapping[str
               f'# model.load_adapter("{repo_id}", adapters={json.dumps(names[:2])})  # some',
               "```", "", "```bash", f"adapterhub pull {repo_id}" + (f" --adapter {first}" if names else ""), "```",
               ""]
-    if any(c.get("method") in PEFT_LOADABLE for c in all_cards):
+    if any(_peft_loadable(c.get("method")) for c in all_cards):
         auto = "AutoModelForCausalLM" if all(c.get("task") == CAUSAL_LM for c in all_cards) else "AutoModel"
         lines += ["With plain peft, one folder at a time:", "", "```python", f"from transformers import {auto}",
                   "from peft import PeftModel", "", f'base = {auto}.from_pretrained("{base}")',
@@ -241,5 +238,5 @@ def render_index_card(repo_id: str, index: Mapping[str, Any], cards: Mapping[str
     return f"---\n{yaml_text}\n---\n\n" + "\n".join(lines)
 
 
-__all__ = ["render_model_card", "render_index_card", "rank_allocation", "metric_rows", "hub_base_model",
+__all__ = ["render_model_card", "render_index_card", "module_sizes", "metric_rows", "hub_base_model",
            "PIPELINE_TAGS"]

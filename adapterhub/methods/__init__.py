@@ -1,48 +1,22 @@
-"""Method plug-ins. Add a kind by writing a module with a config dataclass and a :class:`Method` subclass,
-then registering it in ``METHODS``."""
+"""Method plug-ins. A method is one module (or folder) here that defines a config dataclass and a
+:class:`Method` subclass and calls :func:`register_method` at import; every module in this package is imported
+once, below, so adding a method is adding its file. Nothing outside this package names a method: callers use the
+registry (:func:`get_method`, :func:`method_for`, :func:`method_for_peft_type`, ...)."""
 from __future__ import annotations
 
-from ..errors import AdapterHubError
-from .adalora import AdaLoRA, AdaLoRAMethod
-from .base import BOTTLENECK, LOWRANK, Method, MethodConfig
-from .bottleneck import Bottleneck, BottleneckMethod
-from .lora import LoRA, LoRAMethod
+import importlib
+import pkgutil
 
-METHODS: dict[str, Method] = {m.name: m for m in (LoRAMethod(), AdaLoRAMethod(), BottleneckMethod())}
+from .base import Method, MethodConfig, TrainingHooks, match_linear_modules
+from .registry import (config_classes, config_from_dict, factor_method, get_method, method_for,
+                       method_for_peft_type, methods, register_method, training_option_fields)
 
-# peft_type in adapter_config.json -> our method name
-PEFT_TYPES = {"LORA": "lora", "ADALORA": "adalora", "BOTTLENECK": "bottleneck"}
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_") and _info.name not in ("base", "registry"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
+globals().update(config_classes())  # LoRA, AdaLoRA, ...: the config classes of the registered methods
 
-def method_for(config: MethodConfig) -> Method:
-    try:
-        return METHODS[config.method]
-    except KeyError:
-        raise AdapterHubError(f"unknown method {config.method!r}; known: {sorted(METHODS)}") from None
-
-
-def method_from_name(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise AdapterHubError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
-
-
-def config_from_dict(d: dict) -> MethodConfig:
-    """Build a method config from a dict with a ``method`` key (recipes, cards)."""
-    d = dict(d)
-    name = d.pop("method", None)
-    m = method_from_name(str(name))
-    import dataclasses
-
-    fields = {f.name for f in dataclasses.fields(m.config_cls)}
-    unknown = sorted(set(d) - fields)
-    if unknown:
-        raise AdapterHubError(f"{m.config_cls.__name__}: unknown option(s) {unknown}; known: {sorted(fields)}")
-    cfg = m.config_cls(**d)
-    cfg.validate()
-    return cfg
-
-
-__all__ = ["AdaLoRA", "Bottleneck", "LoRA", "METHODS", "Method", "MethodConfig", "LOWRANK", "BOTTLENECK",
-           "PEFT_TYPES", "method_for", "method_from_name", "config_from_dict"]
+__all__ = ["Method", "MethodConfig", "TrainingHooks", "config_classes", "config_from_dict", "factor_method",
+           "get_method", "match_linear_modules", "method_for", "method_for_peft_type", "methods",
+           "register_method", "training_option_fields", *config_classes()]

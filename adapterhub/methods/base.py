@@ -1,29 +1,33 @@
-"""What a method plug-in is.
+"""The method plug-in contract.
 
-A method (LoRA, AdaLoRA, Bottleneck, ...) is a plain dataclass config plus a plug-in class that knows
-- which base modules it attaches to (``resolve_targets``),
-- what parameters it creates on each targeted module (``create``),
-- how its tensors are named in a PEFT-style ``adapter_model.safetensors`` (``to_file_state`` / ``from_file_state``),
-- what its ``adapter_config.json`` holds (``to_adapter_config`` / ``from_adapter_config``).
+A method (LoRA, AdaLoRA, Bottleneck, ...) is a plain dataclass config (:class:`MethodConfig`) plus one stateless
+plug-in object (:class:`Method`) registered with :func:`adapterhub.methods.register_method`. The plug-in says
 
-Every method computes through the one routing mechanism in :mod:`adapterhub.routing`: a per-module *unit* is
-either a low-rank delta on the module's input (``x -> scale * B(A(x))``) or a bottleneck on its output
-(``h -> h + up(act(down(h)))``). Both are stacked across adapters and gathered per row.
+- what it is: ``name`` (recipes, cards), ``display_name``, ``peft_type`` (``adapter_config.json``), whether plain
+  peft loads its files (``peft_loadable``), and whether its delta is linear (``linear``: merge/combine apply);
+- how it computes: ``kind``, a :class:`~adapterhub.routing.UnitKind` that stacks and applies its units through the
+  one routing mechanism;
+- where it attaches and what it creates: :meth:`Method.resolve_targets`, :meth:`Method.create`;
+- how it reads and writes its files: :meth:`Method.to_adapter_config` / :meth:`Method.from_adapter_config` (peft's
+  config), :meth:`Method.unit_file_state` / :meth:`Method.load_unit_file_state` (peft's tensor keys),
+  :meth:`Method.file_module_sizes` (ranks from shapes), :meth:`Method.card_extra` and
+  :meth:`Method.describe_sizes` (its card summary);
+- how it trains: :meth:`Method.validate_for_training`, ``training_options`` (its ``training.*`` recipe keys) and
+  :meth:`Method.training_hooks` (e.g. AdaLoRA's rank allocator and orthogonal penalty).
+
+Nothing outside ``adapterhub/methods/`` names a method: callers look plug-ins up in the registry.
 """
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import AdapterHubError
-
-#: unit kinds understood by :class:`adapterhub.layers.AdaptedLinear`
-LOWRANK = "lowrank"
-BOTTLENECK = "bottleneck"
+from ..routing import AdaptedLinear, UnitKind
 
 
 @dataclasses.dataclass
@@ -39,12 +43,63 @@ class MethodConfig:
         pass
 
 
+class TrainingHooks:
+    """What a method adds to a training run for its adapters (``names``). The loop calls every hook generically.
+
+    - :meth:`penalty`: a term added to the loss of one adapter (inside the DDP-wrapped forward);
+    - :meth:`after_optimizer_step`: after each real (synchronised) optimizer step, gradients still present;
+    - :meth:`is_settled`: whether the adapter's structure is final at ``step`` (best-checkpoint selection waits);
+    - :meth:`finish`: at the end of training, after the best states were restored;
+    - :meth:`state_tensors` / :meth:`state_json` (+ loaders): checkpoint state;
+    - :meth:`write_report`: files for the run directory (JSON, PNG)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+
+    def penalty(self, name: str) -> torch.Tensor | None:
+        return None
+
+    def after_optimizer_step(self, step: int) -> None:
+        pass
+
+    def is_settled(self, name: str, step: int) -> bool:
+        return True
+
+    def finish(self) -> None:
+        pass
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def state_json(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_json(self, d: dict[str, Any]) -> None:
+        pass
+
+    def write_report(self, run_dir, tag: str) -> list:
+        return []
+
+
 class Method:
-    """Plug-in interface. One instance per method kind, stateless."""
+    """Plug-in interface. One instance per method, stateless."""
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
     config_cls: ClassVar[type[MethodConfig]] = MethodConfig
-    unit_kind: ClassVar[str] = LOWRANK
+    kind: ClassVar[UnitKind]
+    peft_type: ClassVar[str] = ""
+    peft_loadable: ClassVar[bool] = False
+    linear: ClassVar[bool] = False           # delta(x) = scale * B @ A @ x: :meth:`lowrank_factors` exists
+    accepts_factors: ClassVar[bool] = False  # the target of combine(): :meth:`factor_config` / :meth:`set_factors`
+    card_keys: ClassVar[tuple[str, ...]] = ()
+    size_key: ClassVar[str] = ""             # the file tensor whose ``size_dim`` is the module's size (rank, width)
+    size_dim: ClassVar[int] = 0
+    size_label: ClassVar[str] = "rank"
+    training_options: ClassVar[dict[str, tuple[Any, Any]]] = {}  # training.<key>: (types, default)
 
     # --- targets -------------------------------------------------------------------------------
     def default_targets(self, config: MethodConfig, base: nn.Module) -> list[str] | str:
@@ -64,8 +119,8 @@ class Method:
         return names
 
     # --- parameters ----------------------------------------------------------------------------
-    def create(self, config: MethodConfig, module: nn.Linear, path: str, init: bool = True) -> "nn.Module":
-        """Return the unit (an nn.Module with the parameters) for one targeted Linear. ``init=False`` leaves the
+    def create(self, config: MethodConfig, module: nn.Linear, path: str, init: bool = True) -> nn.Module:
+        """The unit (an nn.Module with the parameters) for one targeted Linear. ``init=False`` leaves the
         parameters uninitialised (their values are about to be loaded from a file)."""
         raise NotImplementedError
 
@@ -96,18 +151,82 @@ class Method:
                     )
                 target.copy_(src.to(dtype=target.dtype))
 
+    def file_module_sizes(self, f) -> dict[str, int]:
+        """Per module, its size (rank, width) read from an open safetensors file ``f`` (shapes only)."""
+        suffix = "." + self.size_key
+        out = {}
+        for key in sorted(f.keys()):
+            if key.endswith(suffix):
+                out[strip_prefix(key)[: -len(suffix)]] = int(f.get_slice(key).get_shape()[self.size_dim])
+        return out
+
     def card_extra(self, units: dict[str, nn.Module]) -> dict[str, Any]:
         """Method-specific facts for the adapter card (e.g. AdaLoRA's rank allocation)."""
         return {}
 
-    # --- routing view ---------------------------------------------------------------------------
+    def describe_sizes(self, config: dict[str, Any], sizes: dict[str, int]) -> tuple[str, list[str]]:
+        """(section title, markdown lines) describing the per-module sizes in a README model card."""
+        vals = sorted(set(sizes.values()))
+        if len(vals) == 1:
+            return "Rank allocation", [f"{len(sizes)} modules, {self.size_label} {vals[0]} each.", ""]
+        return "Rank allocation", sizes_table(self.size_label, sizes)
+
+    # --- linear view (merge / combine) ---------------------------------------------------------
     def lowrank_factors(self, unit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
-        """(A [r, in], B [out, r], scale) such that delta(x) = scale * x @ A.T @ B.T. Low-rank kinds only."""
-        raise NotImplementedError
+        """(A [r, in], B [out, r], scale) such that delta(x) = scale * x @ A.T @ B.T. ``linear`` methods only."""
+        raise AdapterHubError(f"{self.name} adapters have no low-rank factors")
+
+    def factor_config(self, rank: int, targets: list[str]) -> MethodConfig:
+        """A config whose units hold given factors ``B @ A`` at scale 1 (``accepts_factors`` methods only)."""
+        raise AdapterHubError(f"{self.name} adapters cannot hold combined factors")
+
+    def set_factors(self, unit: nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
+        raise AdapterHubError(f"{self.name} adapters cannot hold combined factors")
+
+    # --- conversion ----------------------------------------------------------------------------
+    def convert(self, config: MethodConfig, units: dict[str, nn.Module], target: str, base_id: str):
+        """The same adapter as method ``target``: (its adapter_config dict, {module path: {suffix: tensor}})."""
+        raise AdapterHubError(f"{self.name} adapters do not convert to {target!r}")
+
+    # --- training ------------------------------------------------------------------------------
+    def validate_for_training(self, config: MethodConfig) -> None:
+        config.validate()
+
+    def validate_training_options(self, options: dict[str, Any], adapters: list[str], mode: str) -> None:
+        """Check this method's ``training.*`` options (``options`` holds every key of ``training_options``, with
+        defaults filled) against the adapters of this method in the run (``adapters``, maybe empty)."""
+
+    def training_hooks(self, model, names: list[str], options: dict[str, Any]) -> TrainingHooks | None:
+        """Hooks for this method's adapters ``names`` in one training group, or None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"<method {self.name}>"
+
+
+PREFIX = "base_model.model."
+
+
+def strip_prefix(key: str) -> str:
+    return key[len(PREFIX):] if key.startswith(PREFIX) else key
+
+
+def sizes_table(label: str, sizes: dict[str, int]) -> list[str]:
+    return [f"| module | {label} |", "|---|---|"] + [f"| `{m}` | {r} |" for m, r in sizes.items()] + [""]
 
 
 def linear_module_names(base: nn.Module) -> list[str]:
     return [n for n, m in base.named_modules() if isinstance(m, nn.Linear) and n]
+
+
+def targetable_modules(base: nn.Module):
+    """(path, module) of every Linear a method may target: plain ones and already adapted ones, never the
+    ``base_layer`` inside a wrapper nor another adapter's own layers."""
+    for name, mod in base.named_modules():
+        if not name or ".units." in name:
+            continue
+        if isinstance(mod, AdaptedLinear) or (isinstance(mod, nn.Linear) and not name.endswith(".base_layer")):
+            yield name, mod
 
 
 _OUTPUT_HEAD_NAMES = ("lm_head", "embed_out", "output_projection", "classifier", "score", "pooler.dense")
@@ -116,16 +235,8 @@ _OUTPUT_HEAD_NAMES = ("lm_head", "embed_out", "output_projection", "classifier",
 def match_linear_modules(base: nn.Module, spec: list[str] | str) -> list[str]:
     """Resolve ``target_modules`` like peft does: a list matches module-name suffixes on ``.`` boundaries,
     a string is a full-match regex, ``"all-linear"`` is every Linear but output heads."""
-    from ..layers import AdaptedLinear  # local import: layers imports methods
-
     out = []
-    for name, mod in base.named_modules():
-        if not name or ".units." in name:  # never target another adapter's own layers
-            continue
-        if isinstance(mod, AdaptedLinear):
-            pass
-        elif not isinstance(mod, nn.Linear) or name.endswith(".base_layer"):
-            continue
+    for name, _mod in targetable_modules(base):
         if spec == "all-linear":
             ok = not any(name == h or name.endswith("." + h) for h in _OUTPUT_HEAD_NAMES)
         elif isinstance(spec, str):

@@ -17,7 +17,10 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from ..errors import AdapterHubError
-from .base import BOTTLENECK, Method, MethodConfig, linear_module_names
+from ..routing import UnitKind
+from ..routing.stacks import as_rows, gathered_mlp, stack_padded, stack_vectors
+from .base import Method, MethodConfig, targetable_modules
+from .registry import register_method
 
 ACTIVATIONS = {"relu": torch.relu, "gelu": nn.functional.gelu, "silu": nn.functional.silu, "tanh": torch.tanh}
 
@@ -62,14 +65,45 @@ class BottleneckUnit(nn.Module):
         self.non_linearity = non_linearity
 
 
+class BottleneckKind(UnitKind):
+    """``h -> h + up(act(down(h)))`` on the module's output; units with different activations stack apart."""
+
+    name = "mlp-on-output"
+
+    def apply_one(self, method, unit, x, base_out, out, training):
+        act = ACTIVATIONS[unit.non_linearity]
+        h = base_out.to(unit.adapter_down.weight.dtype)
+        return out + unit.adapter_up(act(unit.adapter_down(h))).to(out.dtype)
+
+    def group_key(self, method, unit):
+        return unit.non_linearity
+
+    def build_stack(self, entries):
+        units = [u for _n, _m, u in entries]
+        return (stack_padded([u.adapter_down.weight for u in units], 0),
+                stack_vectors([u.adapter_down.bias for u in units]),
+                stack_padded([u.adapter_up.weight for u in units], 1),
+                torch.stack([u.adapter_up.bias for u in units] + [torch.zeros_like(units[0].adapter_up.bias)]),
+                ACTIVATIONS[units[0].non_linearity])
+
+    def apply_rows(self, stack, x, base_out, out, idx, n_rows, training):
+        dw, db, uw, ub, act = stack
+        d = gathered_mlp(as_rows(base_out, n_rows).to(dw.dtype), idx, dw, db, uw, ub, act)
+        return out + d.reshape(*out.shape).to(out.dtype)
+
+
 class BottleneckMethod(Method):
     name = "bottleneck"
+    display_name = "Bottleneck adapter"
     config_cls = Bottleneck
-    unit_kind = BOTTLENECK
+    kind = BottleneckKind()
+    peft_type = "BOTTLENECK"
+    card_keys = ("reduction_factor", "placement", "non_linearity")
+    size_key = "adapter_down.weight"
+    size_label = "bottleneck width"
 
     def resolve_targets(self, config: Bottleneck, base: nn.Module) -> list[str]:
-        names = linear_module_names(base) + [n for n, m in base.named_modules() if type(m).__name__ == "AdaptedLinear"]
-        names = [n for n in names if not n.endswith(".base_layer")]
+        names = [n for n, _m in targetable_modules(base)]
         candidates = [(config.attn_modules, config.ffn_modules)] if (config.attn_modules or config.ffn_modules) \
             else _PLACEMENT_PATTERNS
         for attn, ffn in candidates:
@@ -87,6 +121,9 @@ class BottleneckMethod(Method):
         return BottleneckUnit(hidden, max(1, hidden // config.reduction_factor), config.non_linearity,
                               w.dtype if w.is_floating_point() else torch.float32, w.device, init=init)
 
+    def describe_sizes(self, config: dict[str, Any], sizes: dict[str, int]) -> tuple[str, list[str]]:
+        return "Bottleneck sizes", super().describe_sizes(config, sizes)[1]
+
     def unit_file_state(self, unit: BottleneckUnit) -> dict[str, torch.Tensor]:
         return {"adapter_down.weight": unit.adapter_down.weight, "adapter_down.bias": unit.adapter_down.bias,
                 "adapter_up.weight": unit.adapter_up.weight, "adapter_up.bias": unit.adapter_up.bias}
@@ -101,3 +138,6 @@ class BottleneckMethod(Method):
         return Bottleneck(reduction_factor=int(d["reduction_factor"]), placement=d.get("placement", "houlsby"),
                           non_linearity=d.get("non_linearity", "relu"), attn_modules=d.get("attn_modules"),
                           ffn_modules=d.get("ffn_modules"))
+
+
+register_method(BottleneckMethod())

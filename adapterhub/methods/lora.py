@@ -12,7 +12,10 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from ..errors import AdapterHubError
-from .base import LOWRANK, Method, MethodConfig
+from .base import Method, MethodConfig
+from .lowrank_kind import LOWRANK
+from .peft_compat import default_lora_targets, jsonable
+from .registry import register_method
 
 
 @dataclasses.dataclass
@@ -83,17 +86,17 @@ class LoRAUnit(nn.Module):
         self.dropout = float(dropout)
 
 
-def default_lora_targets(base: nn.Module) -> list[str] | str:
-    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as MAP
-
-    model_type = getattr(getattr(base, "config", None), "model_type", None)
-    return list(MAP.get(model_type, [])) or "all-linear"
-
-
 class LoRAMethod(Method):
     name = "lora"
+    display_name = "LoRA"
     config_cls = LoRA
-    unit_kind = LOWRANK
+    kind = LOWRANK
+    peft_type = "LORA"
+    peft_loadable = True
+    linear = True
+    accepts_factors = True
+    card_keys = ("r", "alpha", "dropout", "use_rslora")
+    size_key = "lora_A.weight"
 
     def default_targets(self, config, base):
         return default_lora_targets(base)
@@ -107,6 +110,14 @@ class LoRAMethod(Method):
     def lowrank_factors(self, unit: LoRAUnit):
         return unit.lora_A.weight, unit.lora_B.weight, unit.scaling
 
+    def factor_config(self, rank: int, targets: list[str]) -> LoRA:
+        return LoRA(r=int(rank), alpha=float(rank), dropout=0.0, target_modules=sorted(targets))
+
+    def set_factors(self, unit: LoRAUnit, a: torch.Tensor, b: torch.Tensor) -> None:
+        with torch.no_grad():
+            unit.lora_A.weight.copy_(a.to(unit.lora_A.weight.dtype))
+            unit.lora_B.weight.copy_(b.to(unit.lora_B.weight.dtype))
+
     def unit_file_state(self, unit: LoRAUnit) -> dict[str, torch.Tensor]:
         return {"lora_A.weight": unit.lora_A.weight, "lora_B.weight": unit.lora_B.weight}
 
@@ -119,7 +130,7 @@ class LoRAMethod(Method):
                         base_model_name_or_path=base_id, inference_mode=True)
         d = pc.to_dict()
         d["target_modules"] = sorted(targets)  # exact module paths: plain peft re-targets the same set
-        return _jsonable(d)
+        return jsonable(d)
 
     def from_adapter_config(self, d: dict[str, Any]) -> LoRA:
         if d.get("use_dora"):
@@ -134,12 +145,4 @@ class LoRAMethod(Method):
                     alpha_pattern=d.get("alpha_pattern") or None)
 
 
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, set):
-            v = sorted(v)
-        elif hasattr(v, "value") and not isinstance(v, (int, float, str, bool)):
-            v = v.value  # enums
-        out[k] = v
-    return out
+register_method(LoRAMethod())

@@ -30,23 +30,15 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, adapters, labels, weights, orth=None):
+    def forward(self, input_ids, attention_mask, adapters, labels, weights, hooks=None):
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, adapters=adapters, labels=labels)
         total = sum(weights[n] * l for n, l in out.losses.items())
-        for n, (w, units) in (orth or {}).items():  # AdaLoRA's orthogonal regulariser, as in peft
-            if n in out.losses and w > 0:
-                total = total + w * orthogonal_penalty(units)
+        for n in out.losses:  # method penalties (e.g. AdaLoRA's orthogonal regulariser), inside the DDP forward
+            h = (hooks or {}).get(n)
+            extra = h.penalty(n) if h is not None else None
+            if extra is not None:
+                total = total + extra
         return total, {n: l.detach() for n, l in out.losses.items()}
-
-
-def orthogonal_penalty(units) -> torch.Tensor:
-    """mean over A and B of ||P P^T - I||_F (A: rows, B: columns), peft's AdaLoRA regulariser."""
-    terms = []
-    for u in units:
-        a, b = u.lora_A, u.lora_B
-        terms.append(torch.linalg.norm(a @ a.T - torch.eye(a.shape[0], device=a.device, dtype=a.dtype), "fro"))
-        terms.append(torch.linalg.norm(b.T @ b - torch.eye(b.shape[1], device=b.device, dtype=b.dtype), "fro"))
-    return torch.stack(terms).mean()
 
 
 def recipe_hash(recipe: Recipe) -> str:
@@ -152,16 +144,8 @@ class Trainer:
         loss_mod = _LossModule(model)
         loss_mod, opt, sched = acc.prepare(loss_mod, opt, sched)
         weights = {t: float(self.recipe.tasks[t].loss_weight) for t in names}
-        ada = [t for t in names if model.entry(t).method.name == "adalora"]
-        allocator = None
-        orth = {}
-        if ada:
-            from .rank_allocation import RankAllocator
-
-            allocator = RankAllocator(model, ada, shared=tr["adalora_budget"] == "shared",
-                                      shared_budget=tr["adalora_total_rank"])
-            orth = {t: (model.entry(t).config.orth_reg_weight, list(allocator.units[t].values())) for t in ada}
-        self.allocator = allocator
+        self.method_hooks = self._method_hooks(names)
+        by_adapter = {n: h for h in self.method_hooks.values() for n in h.names}
         rank_seed = tr["seed"] * 1000 + acc.process_index
         streams = {t: ExampleStream(len(self.tasks[t].train), rank_seed + i) for i, t in enumerate(names)}
         sampler = TaskSampler({t: len(self.tasks[t].train) for t in names}, tr["sampling"], tr["temperature"],
@@ -173,7 +157,7 @@ class Trainer:
         ckpt_root = self.run_dir / "checkpoints" / tag
         log_path = self.run_dir / "metrics.jsonl"
         if resume:
-            start, bad_evals = self._load_checkpoint(ckpt_root, names, opt, sched, streams, sampler, best, allocator)
+            start, bad_evals = self._load_checkpoint(ckpt_root, names, opt, sched, streams, sampler, best)
         eval_every = tr["eval_every"] or max(1, steps // 4)
         save_every = tr["save_every"]
         bar = tqdm(total=steps, initial=start, desc=f"train {tag}", disable=not self.show_progress, dynamic_ncols=True)
@@ -188,14 +172,15 @@ class Trainer:
                 with acc.accumulate(loss_mod):
                     with acc.autocast():
                         total, parts = loss_mod(batch["input_ids"], batch["attention_mask"], batch["adapters"],
-                                                batch["labels"], weights, orth)
+                                                batch["labels"], weights, by_adapter)
                     acc.backward(total)
                     if acc.sync_gradients and tr["max_grad_norm"]:
                         acc.clip_grad_norm_([p for g in groups for p in g["params"]], tr["max_grad_norm"])
                     opt.step()
                     sched.step()
-                    if allocator is not None and acc.sync_gradients:
-                        allocator.step(step + 1)  # real optimizer steps only; grads still present
+                    if acc.sync_gradients:  # real optimizer steps only; grads still present
+                        for h in self.method_hooks.values():
+                            h.after_optimizer_step(step + 1)
                     opt.zero_grad(set_to_none=True)
                 for t, l in parts.items():
                     running[t].append(float(l))
@@ -217,7 +202,7 @@ class Trainer:
                     score = m[self.tasks[t].primary]
                     if self.tasks[t].primary == "loss":
                         score = -score
-                    settled = allocator is None or t not in ada or allocator.is_final(t, step)
+                    settled = t not in by_adapter or by_adapter[t].is_settled(t, step)
                     if settled and score > best[t]["score"]:
                         improved = True
                         best[t] = {"score": score, "step": step, "metrics": m,
@@ -229,8 +214,7 @@ class Trainer:
                         bar.write(f"early stopping at step {step}: no improvement in {bad_evals} evaluations")
                     step = steps
             if save_every and step % save_every == 0 and step < steps:
-                self._save_checkpoint(ckpt_root, step, names, opt, sched, streams, sampler, best, bad_evals,
-                                      allocator)
+                self._save_checkpoint(ckpt_root, step, names, opt, sched, streams, sampler, best, bad_evals)
         bar.close()
         elapsed = time.perf_counter() - t0
         # restore each task's best adapter, test it
@@ -238,11 +222,10 @@ class Trainer:
         for t in names:
             if best[t]["state"] is not None:
                 self._set_adapter_state(t, best[t]["state"])
-        if allocator is not None:
-            allocator.finalize()
-            self.rank_report = allocator.report()
+        for h in self.method_hooks.values():
+            h.finish()
             if acc.is_main_process:
-                self._write_rank_report(allocator, tag)
+                h.write_report(self.run_dir, tag)
         for t in names:
             test = self.evaluate(t, "test", full=True)
             results[t] = {"best_step": best[t]["step"], "validation": _scalars(best[t]["metrics"]),
@@ -256,12 +239,18 @@ class Trainer:
         model.eval()
         return results
 
-    def _write_rank_report(self, allocator, tag: str) -> None:
-        from .rank_allocation import heatmap
+    def _method_hooks(self, names: list[str]) -> dict:
+        """{method name: its training hooks for this group's adapters of that method}."""
+        from ..methods import methods
 
-        rep = allocator.report()
-        (self.run_dir / f"rank_allocation-{tag}.json").write_text(json.dumps(rep, indent=1))
-        heatmap(rep, self.run_dir / f"rank_allocation-{tag}.png")
+        options = self.recipe.training
+        out = {}
+        for mname, method in methods().items():
+            mine = [t for t in names if self.model.entry(t).method is method]
+            hooks = method.training_hooks(self.model, mine, options) if mine else None
+            if hooks is not None:
+                out[mname] = hooks
+        return out
 
     def _write_digest(self, names: list[str], tag: str) -> None:
         """Each process records a hash of its final adapter weights: under DDP they must agree."""
@@ -384,8 +373,7 @@ class Trainer:
                 self.acc.log({k: v for k, v in rec.items() if isinstance(v, (int, float)) and k != "step"}, step=step)
 
     # ------------------------------------------------------------------------------------------------
-    def _save_checkpoint(self, root: Path, step, names, opt, sched, streams, sampler, best, bad_evals,
-                         allocator=None) -> None:
+    def _save_checkpoint(self, root: Path, step, names, opt, sched, streams, sampler, best, bad_evals) -> None:
         acc = self.acc
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".tmp-step-{step:08d}"
@@ -405,8 +393,8 @@ class Trainer:
                 state.update({f"{t}/{k}": v for k, v in self._adapter_state(t).items()})
                 if best[t]["state"] is not None:
                     state.update({f"_best/{t}/{k}": v for k, v in best[t]["state"].items()})
-            if allocator is not None:
-                state.update({f"_alloc/{k}": v for k, v in allocator.state_tensors().items()})
+            for mname, h in self.method_hooks.items():
+                state.update({f"_hooks/{mname}/{k}": v for k, v in h.state_tensors().items()})
             ckpt.save_tensors(tmp / "adapters.safetensors", state)
             opt_t, opt_m = ckpt.optimizer_to_files(opt.optimizer if hasattr(opt, "optimizer") else opt)
             ckpt.save_tensors(tmp / "optimizer.safetensors", opt_t or {"_empty": torch.zeros(1)})
@@ -417,12 +405,11 @@ class Trainer:
                 "best": {t: {"score": best[t]["score"], "step": best[t]["step"], "metrics": _scalars(best[t]["metrics"]),
                              "has_state": best[t]["state"] is not None} for t in names},
                 "history_len": len(self.history),
-                "allocator": allocator.state_json() if allocator is not None else None})
+                "hooks": {mname: h.state_json() for mname, h in self.method_hooks.items()}})
             ckpt.publish(tmp, root, step)
         acc.wait_for_everyone()
 
-    def _load_checkpoint(self, root: Path, names, opt, sched, streams, sampler, best,
-                         allocator=None) -> tuple[int, int]:
+    def _load_checkpoint(self, root: Path, names, opt, sched, streams, sampler, best) -> tuple[int, int]:
         acc = self.acc
         path = ckpt.latest(root)
         if path is None:
@@ -444,9 +431,10 @@ class Trainer:
             if b["has_state"]:
                 pre = f"_best/{t}/"
                 best[t]["state"] = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
-        if allocator is not None:
-            allocator.load_state_tensors({k[7:]: v for k, v in tensors.items() if k.startswith("_alloc/")})
-            allocator.load_state_json(meta["allocator"])
+        for mname, h in self.method_hooks.items():
+            pre = f"_hooks/{mname}/"
+            h.load_state_tensors({k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)})
+            h.load_state_json(meta["hooks"][mname])
         inner_opt = opt.optimizer if hasattr(opt, "optimizer") else opt
         ckpt.optimizer_from_files(inner_opt, ckpt.load_tensors(path / "optimizer.safetensors"), meta["optimizer"])
         (sched.scheduler if hasattr(sched, "scheduler") else sched).load_state_dict(meta["scheduler"])

@@ -1,5 +1,5 @@
 """AdaLoRA: SVD-parameterised LoRA, ``delta = B diag(E * mask) A x * alpha / init_r``, whose ranks are allocated
-during training (see :mod:`adapterhub.training.rank_allocation`).
+during training (:mod:`.allocation`: the rank allocator and the training hooks).
 
 Files follow peft's AdaLoRA format (keys ``lora_A``, ``lora_E``, ``lora_B``; ``rank_pattern`` in the config),
 PRUNED: only the allocated ranks are written, and ``rank_pattern`` holds each module's keep-mask over ``init_r``,
@@ -14,9 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import AdapterFileError, AdapterHubError
-from .base import LOWRANK, Method, MethodConfig
-from .lora import _jsonable, default_lora_targets
+from ...errors import AdapterFileError, AdapterHubError
+from ..base import Method, MethodConfig, sizes_table, strip_prefix
+from ..lowrank_kind import LOWRANK
+from ..peft_compat import default_lora_targets, jsonable
+from ..registry import register_method
 
 
 @dataclasses.dataclass
@@ -102,8 +104,15 @@ class AdaLoRAUnit(nn.Module):
 
 class AdaLoRAMethod(Method):
     name = "adalora"
+    display_name = "AdaLoRA"
     config_cls = AdaLoRA
-    unit_kind = LOWRANK
+    kind = LOWRANK
+    peft_type = "ADALORA"
+    peft_loadable = True
+    linear = True
+    card_keys = ("init_r", "target_r", "alpha", "tinit", "tfinal", "deltaT")
+    size_label = "rank in use (non-zero singular values)"
+    training_options = {"adalora_budget": (str, "per_task"), "adalora_total_rank": ((int, type(None)), None)}
 
     def default_targets(self, config, base):
         return default_lora_targets(base)
@@ -136,6 +145,17 @@ class AdaLoRAMethod(Method):
             unit.lora_E[m] = state["lora_E"].to(unit.lora_E.dtype)
             unit.lora_B[:, m] = state["lora_B"].to(unit.lora_B.dtype)
 
+    def file_module_sizes(self, f) -> dict[str, int]:
+        """Ranks in use: the non-zero singular values of each module's (small) ``lora_E``."""
+        return {strip_prefix(k)[: -len(".lora_E")]: int((f.get_tensor(k) != 0).sum())
+                for k in sorted(f.keys()) if k.endswith(".lora_E")}
+
+    def describe_sizes(self, config: dict[str, Any], sizes: dict[str, int]) -> tuple[str, list[str]]:
+        return "Rank allocation", [
+            f"AdaLoRA starts every module at rank {config.get('init_r')} and prunes to a total budget of about "
+            f"{config.get('target_r')} per module; total rank in use: {sum(sizes.values())}.", "",
+            *sizes_table(self.size_label, sizes)]
+
     def card_extra(self, units: dict[str, AdaLoRAUnit]) -> dict[str, Any]:
         alloc = {p: u.rank for p, u in sorted(units.items())}
         return {"rank_allocation": alloc, "total_rank": sum(alloc.values())}
@@ -156,7 +176,7 @@ class AdaLoRAMethod(Method):
         d["target_modules"] = sorted(targets)
         if units is not None:
             d["rank_pattern"] = self.rank_pattern(units)
-        return _jsonable(d)
+        return jsonable(d)
 
     def from_adapter_config(self, d: dict[str, Any]) -> AdaLoRA:
         tm = d.get("target_modules")
@@ -171,12 +191,14 @@ class AdaLoRAMethod(Method):
                        orth_reg_weight=float(d.get("orth_reg_weight", 0.5)), total_step=d.get("total_step"),
                        rank_pattern=rp)
 
-    def as_lora(self, config: AdaLoRA, units: dict[str, AdaLoRAUnit], base_id: str):
-        """The same adapter as plain LoRA: per module A' = diag(E) A, B' = B over the kept ranks, with
+    def convert(self, config: AdaLoRA, units: dict[str, AdaLoRAUnit], target: str, base_id: str):
+        """The same adapter as plain LoRA (``target="lora"``): per module A' = diag(E) A, B' = B over the kept ranks, with
         ``rank_pattern``/``alpha_pattern`` so that alpha'_m / r_m equals AdaLoRA's alpha / init_r. Modules left
         with rank 0 are dropped (LoRA needs r >= 1). Returns (adapter_config dict, tensors by module path)."""
         from peft import LoraConfig
 
+        if target != "lora":
+            return super().convert(config, units, target, base_id)
         tensors, ranks, alphas = {}, {}, {}
         for path, u in sorted(units.items()):
             r = u.rank
@@ -193,6 +215,35 @@ class AdaLoRAMethod(Method):
         pc = LoraConfig(r=r0, lora_alpha=alphas[next(iter(alphas))] * r0 / ranks[next(iter(ranks))],
                         target_modules=sorted(tensors), rank_pattern=dict(ranks), alpha_pattern=dict(alphas),
                         base_model_name_or_path=base_id, inference_mode=True, bias="none")
-        d = _jsonable(pc.to_dict())
+        d = jsonable(pc.to_dict())
         d["target_modules"] = sorted(tensors)
         return d, tensors
+
+    # --- training ------------------------------------------------------------------------------
+    def validate_for_training(self, config: AdaLoRA) -> None:
+        config.validate_for_training()
+
+    def validate_training_options(self, options: dict[str, Any], adapters: list[str], mode: str) -> None:
+        E = AdapterHubError
+        budget, total = options["adalora_budget"], options["adalora_total_rank"]
+        if budget not in ("per_task", "shared"):
+            raise E(f"training.adalora_budget: {budget!r} is not one of ['per_task', 'shared']")
+        if not adapters and (budget != "per_task" or total is not None):
+            raise E("training.adalora_budget/adalora_total_rank: AdaLoRA options given, but no task uses an AdaLoRA "
+                    "adapter")
+        if total is not None:
+            if budget != "shared":
+                raise E("training.adalora_total_rank needs training.adalora_budget: shared")
+            if total < 1:
+                raise E(f"training.adalora_total_rank: must be >= 1, got {total}")
+        if budget == "shared" and mode != "joint":
+            raise E("training.adalora_budget: shared needs training.mode: joint (one run, one budget)")
+
+    def training_hooks(self, model, names: list[str], options: dict[str, Any]):
+        from .allocation import AdaLoRAHooks
+
+        return AdaLoRAHooks(model, names, shared=options["adalora_budget"] == "shared",
+                            shared_budget=options["adalora_total_rank"])
+
+
+register_method(AdaLoRAMethod())

@@ -20,8 +20,9 @@ from typing import Any
 
 import torch
 
-from ..errors import AdapterHubError
-from ..methods.adalora import AdaLoRA
+from ...errors import AdapterHubError
+from ..base import TrainingHooks
+from . import AdaLoRA
 
 
 @dataclasses.dataclass
@@ -35,7 +36,7 @@ class _Group:
 class RankAllocator:
     def __init__(self, model, names: list[str], shared_budget: int | None = None, shared: bool = False):
         self.model = model
-        self.units = {n: dict(sorted(model._units(n).items())) for n in names}
+        self.units = {n: dict(sorted(model.adapter_units(n).items())) for n in names}
         self.configs: dict[str, AdaLoRA] = {}
         for n in names:
             cfg = model.entry(n).config
@@ -242,3 +243,59 @@ def heatmap(report: dict[str, Any], path) -> Any:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def orthogonal_penalty(units) -> torch.Tensor:
+    """mean over A and B of ||P P^T - I||_F (A: rows, B: columns), peft's AdaLoRA regulariser."""
+    terms = []
+    for u in units:
+        a, b = u.lora_A, u.lora_B
+        terms.append(torch.linalg.norm(a @ a.T - torch.eye(a.shape[0], device=a.device, dtype=a.dtype), "fro"))
+        terms.append(torch.linalg.norm(b.T @ b - torch.eye(b.shape[1], device=b.device, dtype=b.dtype), "fro"))
+    return torch.stack(terms).mean()
+
+
+class AdaLoRAHooks(TrainingHooks):
+    """AdaLoRA in a training run: the orthogonal penalty per adapter, and one :class:`RankAllocator` driven on real
+    optimizer steps; best-checkpoint selection waits until an adapter's ranks are final."""
+
+    def __init__(self, model, names: list[str], shared: bool = False, shared_budget: int | None = None):
+        super().__init__(names)
+        self.allocator = RankAllocator(model, list(names), shared=shared, shared_budget=shared_budget)
+        self.report: dict[str, Any] | None = None
+
+    def penalty(self, name: str) -> torch.Tensor | None:
+        w = self.allocator.configs[name].orth_reg_weight
+        return w * orthogonal_penalty(list(self.allocator.units[name].values())) if w > 0 else None
+
+    def after_optimizer_step(self, step: int) -> None:
+        self.allocator.step(step)
+
+    def is_settled(self, name: str, step: int) -> bool:
+        return self.allocator.is_final(name, step)
+
+    def finish(self) -> None:
+        self.allocator.finalize()
+        self.report = self.allocator.report()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.allocator.state_tensors()
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.allocator.load_state_tensors(tensors)
+
+    def state_json(self) -> dict[str, Any]:
+        return self.allocator.state_json()
+
+    def load_state_json(self, d: dict[str, Any]) -> None:
+        self.allocator.load_state_json(d)
+
+    def write_report(self, run_dir, tag: str) -> list:
+        import json
+        from pathlib import Path
+
+        rep = self.report or self.allocator.report()
+        path = Path(run_dir) / f"rank_allocation-{tag}.json"
+        path.write_text(json.dumps(rep, indent=1))
+        png = heatmap(rep, Path(run_dir) / f"rank_allocation-{tag}.png")
+        return [path] + ([png] if png is not None else [])

@@ -1,0 +1,51 @@
+"""The low-rank unit kind, shared by LoRA and AdaLoRA: a delta on the module's input, ``scale * B (A x)``, where
+the method gives ``(A, B, scale)`` of a unit (:meth:`~adapterhub.methods.Method.lowrank_factors`). Per-unit input
+dropout (``unit.dropout``) applies in training."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..routing import UnitKind
+from ..routing.kinds import Entry
+from ..routing.stacks import as_rows, gathered_lowrank, rowwise_dropout, stack_padded
+
+
+class LowRankKind(UnitKind):
+    name = "lowrank"
+
+    def apply_one(self, method, unit, x, base_out, out, training):
+        a, b, scale = method.lowrank_factors(unit)
+        xin = F.dropout(x, unit.dropout, training) if unit.dropout else x
+        z = F.linear(xin.to(a.dtype), a)
+        if out.dtype == b.dtype:  # out + scale * z @ B^T in one GEMM (no scaled temporary, no separate add)
+            o2 = out.reshape(-1, out.shape[-1])
+            return torch.addmm(o2, z.reshape(o2.shape[0], -1), b.t(), alpha=scale).view(out.shape)
+        return out + (F.linear(z, b) * scale).to(out.dtype)
+
+    def build_stack(self, entries: Sequence[Entry]):
+        """``(A [K+1, r_max, in], B^T [K+1, r_max, out] with the scale folded in, per-slot dropout or None)``.
+        B is stacked transposed so the per-row gather is contiguous in ``out`` (2x faster second bmm at T=1)."""
+        a_list, bt_list, p_list = [], [], []
+        for _name, method, unit in entries:
+            a, b, scale = method.lowrank_factors(unit)
+            a_list.append(a)
+            bt_list.append((b * scale).t())
+            p_list.append(float(unit.dropout))
+        p = torch.tensor(p_list + [0.0], device=a_list[0].device) if any(p_list) else None
+        return stack_padded(a_list, 0), stack_padded(bt_list, 0), p
+
+    def apply_rows(self, stack, x, base_out, out, idx, n_rows, training):
+        a, bt, p = stack
+        xr = as_rows(x, n_rows)
+        if training and p is not None:
+            xr = rowwise_dropout(xr, p.index_select(0, idx))
+        if out.dtype == a.dtype:  # the add is fused into the second bmm (baddbmm)
+            return gathered_lowrank(xr, idx, a, bt, as_rows(out, n_rows)).reshape(out.shape)
+        delta = gathered_lowrank(xr.to(a.dtype), idx, a, bt)
+        return out + delta.reshape(*out.shape).to(out.dtype)
+
+
+LOWRANK = LowRankKind()

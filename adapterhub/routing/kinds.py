@@ -1,0 +1,50 @@
+"""What the routed layer needs from a unit kind: how the units of one shape of adapter are applied to a module's
+rows. Methods (``adapterhub.methods``) define the kinds; this layer never names one.
+
+A *unit* is an adapter's ``nn.Module`` on one targeted base module; its *method* is the plug-in object that made it.
+For a batch, :class:`~adapterhub.routing.layer.AdaptedLinear` calls
+
+- :meth:`UnitKind.apply_one` when every row uses the same adapter (no gather), and otherwise
+- :meth:`UnitKind.build_stack` once per set of adapters (cached while no parameter changes, rebuilt under autograd)
+  and :meth:`UnitKind.apply_rows` with the row -> slot index (slot ``len(names)`` is the all-zero slot: rows whose
+  adapter does not touch this module, or belongs to another kind).
+
+Every kind gets the module input ``x`` and the base output ``base_out``, and returns ``out`` plus its rows' deltas.
+A row uses one adapter, so at most one kind changes it.
+"""
+from __future__ import annotations
+
+from typing import Any, Hashable, Sequence
+
+import torch
+from torch import nn
+
+#: (adapter name, its method plug-in, its unit on this module)
+Entry = tuple[str, Any, nn.Module]
+
+
+class UnitKind:
+    """Base of unit kinds. One stateless instance per kind, shared by the methods that produce such units."""
+
+    name: str = ""
+
+    def apply_one(self, method: Any, unit: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
+                  out: torch.Tensor, training: bool) -> torch.Tensor:
+        """``out`` plus the unit's delta on every row."""
+        raise NotImplementedError
+
+    def group_key(self, method: Any, unit: nn.Module) -> Hashable:
+        """Units with different keys are stacked separately (e.g. different activations). Default: one stack."""
+        return None
+
+    def build_stack(self, entries: Sequence[Entry]) -> Any:
+        """Stacked tensors of these units (plus the zero slot), in ``entries`` order."""
+        raise NotImplementedError
+
+    def apply_rows(self, stack: Any, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
+                   idx: torch.Tensor, n_rows: int, training: bool) -> torch.Tensor:
+        """``out`` plus, for row ``i``, the delta of the unit in slot ``idx[i]`` (zero for the zero slot)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<unit kind {self.name}>"

@@ -1,0 +1,74 @@
+"""The route of one forward: which adapter each batch row uses.
+
+A forward over the base runs inside ``routed(names)``, where ``names[i]`` is the adapter of batch row ``i``. The
+route lives in a ``ContextVar``, so threads serving different requests do not see each other's routes. Every
+adapted module (:class:`~adapterhub.routing.layer.AdaptedLinear`) reads it and asks it, once per forward and
+module set, which of its adapters the batch uses and the row -> slot index into them (cached on the route).
+"""
+from __future__ import annotations
+
+import contextlib
+from contextvars import ContextVar
+from typing import Iterator, Sequence
+
+import torch
+
+_ROUTE: ContextVar["Route | None"] = ContextVar("adapterhub_route", default=None)
+
+
+class Route:
+    """Per-row adapter names of one forward, with per-module index tensors cached for the forward's life."""
+
+    __slots__ = ("names", "name_set", "uniform", "_index_cache")
+
+    def __init__(self, names: Sequence[str]):
+        self.names = tuple(names)
+        self.name_set = frozenset(self.names)
+        self.uniform = self.names[0] if len(self.name_set) == 1 else None
+        self._index_cache: dict = {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, slots: tuple[str, ...], device: torch.device) -> torch.Tensor:
+        """Row -> slot index into ``slots`` (``len(slots)`` = the zero slot for rows not in ``slots``)."""
+        key = (slots, device)
+        idx = self._index_cache.get(key)
+        if idx is None:
+            pos = {n: i for i, n in enumerate(slots)}
+            pad = len(slots)
+            idx = torch.tensor([pos.get(n, pad) for n in self.names], dtype=torch.long, device=device)
+            self._index_cache[key] = idx
+        return idx
+
+    def select(self, candidates: tuple[str, ...], device: torch.device) -> tuple[tuple[str, ...], torch.Tensor | None]:
+        """The names of ``candidates`` (a module's adapters, in order) that this route uses, and the row -> slot
+        index into them; ``((), None)`` when none is used. Cached per (candidates, device) for the route's life:
+        the modules of one model mostly hold the same adapters, so one lookup serves every layer."""
+        key = ("select", candidates, device)
+        hit = self._index_cache.get(key)
+        if hit is None:
+            name_set = self.name_set
+            slots = tuple(s for s in candidates if s in name_set)
+            hit = (slots, self.index(slots, device) if slots else None)
+            self._index_cache[key] = hit
+        return hit
+
+    def repeat_interleave(self, k: int) -> "Route":
+        """Route for a batch whose rows were each repeated ``k`` times (beam search, num_return_sequences)."""
+        return Route([n for n in self.names for _ in range(k)])
+
+
+def current_route() -> Route | None:
+    return _ROUTE.get()
+
+
+@contextlib.contextmanager
+def routed(names: Sequence[str] | Route) -> Iterator[Route]:
+    """Run the enclosed forward(s) with one adapter name per batch row."""
+    route = names if isinstance(names, Route) else Route(names)
+    token = _ROUTE.set(route)
+    try:
+        yield route
+    finally:
+        _ROUTE.reset(token)
