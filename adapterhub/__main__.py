@@ -1,4 +1,5 @@
-"""``python -m adapterhub ...``: the same as the ``adapterhub`` command."""
+"""``python -m adapterhub ...`` (and ``accelerate launch -m adapterhub ...``): the same as the ``adapterhub``
+command."""
 import sys
 
 from .cli import main

@@ -277,6 +277,16 @@ def test_rm_errors(capsys, stocked):
     assert Store().versions("sentiment") == [1, 2]
 
 
+def test_every_command_refuses_an_empty_version_reference(capsys, stocked):
+    """One NAME@vN parser for all commands: ``NAME@`` is an error everywhere (push too), before any work."""
+    for argv in (["show", "sentiment@"], ["rm", "sentiment@"], ["predict", "sentiment@", "a fine film"],
+                 ["push", "sentiment@", "alice/x", "--no-progress"]):
+        rc, out, err = run(capsys, *argv)
+        assert (rc, out) == (2, ""), argv
+        assert err == "error: bad adapter reference 'sentiment@': expected NAME or NAME@vN\n", argv
+    assert Store().versions("sentiment") == [1, 2]
+
+
 # ----------------------------------------------------------------------------------------------------
 # predict
 # ----------------------------------------------------------------------------------------------------
@@ -421,27 +431,37 @@ def test_train_help_lists_arguments(capsys):
 
 
 def test_train_not_available(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "adapterhub.training.cli", None)  # import fails as if missing
+    monkeypatch.setitem(sys.modules, "adapterhub.training.run", None)  # import fails as if missing
     rc, out, err = run(capsys, "train", "recipe.yaml")
     assert rc == 2 and err.strip() == "error: training is not available in this build"
 
 
 def test_train_dispatches_to_training_module(capsys, monkeypatch):
+    import adapterhub.recipes
+
     seen = {}
 
-    def fake_run(args):
-        seen.update(recipe=args.recipe, overrides=args.overrides, resume=args.resume, run_dir=args.run_dir)
-        return 3
+    def fake_load_recipe(path, overrides):
+        seen.update(recipe=path, overrides=overrides)
+        return "the recipe"
 
-    monkeypatch.setitem(sys.modules, "adapterhub.training.cli", types.SimpleNamespace(run=fake_run))
+    def fake_train_recipe(recipe, resume, run_dir):
+        seen.update(loaded=recipe, resume=resume, run_dir=run_dir)
+        return seen.get("results")
+
+    monkeypatch.setattr(adapterhub.recipes, "load_recipe", fake_load_recipe)
+    monkeypatch.setitem(sys.modules, "adapterhub.training.run", types.SimpleNamespace(train_recipe=fake_train_recipe))
+    seen["results"] = {"sentiment": {}}
     rc, _, _ = run(capsys, "train", "r.yaml", "train.lr=1e-4", "r=8", "--resume")
-    assert rc == 3 and seen == {"recipe": "r.yaml", "overrides": ["train.lr=1e-4", "r=8"], "resume": True,
-                                "run_dir": None}
+    assert rc == 0
+    assert seen == {"recipe": "r.yaml", "overrides": ["train.lr=1e-4", "r=8"], "loaded": "the recipe", "resume": True,
+                    "run_dir": None, "results": {"sentiment": {}}}
+    seen["results"] = None  # no results (training did not run to the end): exit 1
     rc, _, _ = run(capsys, "train", "r.yaml", "--run-dir", "runs/x")
-    assert rc == 3 and seen["overrides"] == [] and seen["resume"] is False and seen["run_dir"] == "runs/x"
+    assert rc == 1 and seen["overrides"] == [] and seen["resume"] is False and seen["run_dir"] == Path("runs/x")
 
 
 def test_train_missing_recipe_is_a_clean_error(capsys, tmp_path):
-    pytest.importorskip("adapterhub.training.cli")
+    pytest.importorskip("adapterhub.training.run")
     rc, out, err = run(capsys, "train", str(tmp_path / "missing.yaml"))
     assert rc == 2 and err.startswith("error: ") and "Traceback" not in err

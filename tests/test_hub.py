@@ -15,10 +15,10 @@ import torch
 
 from adapterhub import AdapterModel, Bottleneck, LoRA
 from adapterhub.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from adapterhub.cli import main as cli
 from adapterhub.errors import AdapterFileError, AdapterNameError, BaseMismatchError
 from adapterhub.hub import HubError
 from adapterhub.hub import client
-from adapterhub.hub.cli import main as hub_cli
 from adapterhub.hub.server import HubServer, parse_front_matter
 from adapterhub.store import Store
 
@@ -398,24 +398,24 @@ def test_cli_push_pull_and_serve(hub, model, tmp_path, capsys):
     store = Store()
     model.store_adapter("sentiment", store)
     model.store_adapter("ner", store)
-    assert hub_cli(["push", "sentiment@v1", "alice/cli", "--no-progress", "-m", "from the cli"]) == 0
+    assert cli(["push", "sentiment@v1", "alice/cli", "--no-progress", "-m", "from the cli"]) == 0
     assert "pushed sentiment@v1 to alice/cli@main" in capsys.readouterr().out
-    assert hub_cli(["push", "sentiment", "ner", "alice/cli-multi", "--no-progress", "--json"]) == 0
+    assert cli(["push", "sentiment", "ner", "alice/cli-multi", "--no-progress", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["adapters"] == ["sentiment@v1", "ner@v1"]
     other = tmp_path / "other-store"
-    assert hub_cli(["--store", str(other), "pull", "alice/cli-multi", "--adapter", "ner", "--no-progress"]) == 0
+    assert cli(["--store", str(other), "pull", "alice/cli-multi", "--adapter", "ner", "--no-progress"]) == 0
     assert "stored ner@v1 <- alice/cli-multi" in capsys.readouterr().out
     assert [e.ref for e in Store(other).list()] == ["ner@v1"]
-    assert hub_cli(["pull", "alice/nope", "--no-progress"]) == 2
+    assert cli(["pull", "alice/nope", "--no-progress"]) == 2
     assert "error: repository alice/nope not found" in capsys.readouterr().err
     token_file = tmp_path / "tok"
     token_file.write_text("bad-token\n")
-    assert hub_cli(["push", "sentiment", "alice/cli", "--no-progress", "--token-file", str(token_file)]) == 2
+    assert cli(["push", "sentiment", "alice/cli", "--no-progress", "--token-file", str(token_file)]) == 2
     assert "refused the token" in capsys.readouterr().err
 
     # hub serve: a real process, persisted under --root, stopped by SIGINT
     root = tmp_path / "served"
-    proc = subprocess.Popen([sys.executable, "-m", "adapterhub.hub.cli", "hub", "serve", "--root", str(root),
+    proc = subprocess.Popen([sys.executable, "-m", "adapterhub", "hub", "serve", "--root", str(root),
                              "--port", "0", "--quiet"], env=_env(hub, tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -430,7 +430,7 @@ def test_cli_push_pull_and_serve(hub, model, tmp_path, capsys):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "stopped" in out
-    assert hub_cli(["hub", "gc", "--root", str(root)]) == 0
+    assert cli(["hub", "gc", "--root", str(root)]) == 0
     assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
-    assert hub_cli(["hub", "gc", "--root", str(hub.storage.root)]) == 2  # not while a server holds the root
+    assert cli(["hub", "gc", "--root", str(hub.storage.root)]) == 2  # not while a server holds the root
     assert "another hub server is already serving" in capsys.readouterr().err

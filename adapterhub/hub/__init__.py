@@ -5,7 +5,7 @@
 - :mod:`adapterhub.hub.server`: ``adapterhub hub serve``, a self-hosted hub speaking the part of the Hugging Face
   Hub HTTP API that ``huggingface_hub`` 2.x uses for model repos.
 - :mod:`adapterhub.hub.modelcard`: the README model cards written on push.
-- :mod:`adapterhub.hub.cli`: the ``push`` / ``pull`` / ``hub serve`` sub-commands.
+- the ``push`` / ``pull`` / ``hub serve`` / ``hub gc`` sub-commands live in :mod:`adapterhub.cli.hub_commands`.
 """
 from __future__ import annotations
 

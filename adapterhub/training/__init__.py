@@ -1,5 +1,5 @@
 """Training: recipes run one adapter per task (separate) or several jointly through per-row routing."""
-from .cli import train_recipe
 from .loop import Trainer
+from .run import train_recipe
 
 __all__ = ["Trainer", "train_recipe"]

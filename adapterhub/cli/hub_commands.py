@@ -1,8 +1,7 @@
-"""``adapterhub push``, ``adapterhub pull`` and ``adapterhub hub serve``.
+"""``adapterhub push``, ``adapterhub pull``, ``adapterhub hub serve`` and ``adapterhub hub gc``.
 
-The main CLI registers them with :func:`register` (``register(sub, parents=[common])``); each parser sets
-``func`` to a handler taking the parsed ``args`` and returning an exit code, raising ``AdapterHubError`` (a
-``HubError``) on failure. ``python -m adapterhub.hub.cli ...`` runs them standalone.
+Handlers raise ``HubError`` (an ``AdapterHubError``) on failure. The hub client (huggingface_hub) and server are
+imported inside the handlers only.
 
 Tokens are never taken on the command line (they would land in shell history and ``ps``): the client uses
 ``$HF_TOKEN`` or ``hf auth login``'s stored token, or ``--token-file``; the server reads ``<root>/tokens``.
@@ -13,25 +12,19 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
 
-from ..errors import AdapterHubError
-from .errors import HubError
+from .common import open_store, resolve
 
 DEFAULT_PORT = 8765
 
 
-def _store(args):
-    from ..store import Store
-
-    root = getattr(args, "store", None)
-    return Store(Path(root).expanduser()) if root else Store()
-
-
-def _token(args) -> str | None:
+def _token(args: argparse.Namespace) -> str | None:
+    """The token of ``--token-file``, or None (the client then uses its defaults)."""
     path = getattr(args, "token_file", None)
     if not path:
         return None
+    from ..hub.errors import HubError
+
     try:
         token = Path(path).expanduser().read_text().strip()
     except OSError as e:
@@ -41,19 +34,11 @@ def _token(args) -> str | None:
     return token
 
 
-def _split_ref(ref: str) -> tuple[str, str | None]:
-    name, sep, version = ref.partition("@")
-    return name, (version if sep else None)
-
-
 def cmd_push(args: argparse.Namespace) -> int:
-    from .client import push_dirs
+    from ..hub.client import push_dirs
 
-    store = _store(args)
-    entries = []
-    for ref in args.names:
-        name, version = _split_ref(ref)
-        entries.append(store.get(name, version))
+    store = open_store(args)
+    entries = [resolve(store, ref) for ref in args.names]
     res = push_dirs([e.path for e in entries], args.repo, multi=True if args.multi else None,
                     private=args.private, revision=args.revision, commit_message=args.message,
                     token=_token(args), endpoint=args.endpoint, progress=not args.no_progress,
@@ -68,9 +53,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .client import pull
+    from ..hub.client import pull
 
-    entries = pull(args.repo, revision=args.revision, adapters=args.adapter or None, store=_store(args),
+    entries = pull(args.repo, revision=args.revision, adapters=args.adapter or None, store=open_store(args),
                    token=_token(args), endpoint=args.endpoint, progress=not args.no_progress)
     if args.json:
         print(json.dumps([{"name": e.name, "version": e.version, "path": str(e.path)} for e in entries], indent=2))
@@ -81,7 +66,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_serve(args: argparse.Namespace) -> int:
-    from .server import HubServer, is_loopback
+    from ..hub.errors import HubError
+    from ..hub.server import HubServer, is_loopback
 
     root = Path(args.root).expanduser()
     try:
@@ -105,7 +91,8 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_gc(args: argparse.Namespace) -> int:
-    from .server import HubStorage, _lock_root
+    from ..hub.errors import HubError
+    from ..hub.server import HubStorage, _lock_root
 
     root = Path(args.root).expanduser()
     if not (root / "repos").is_dir():
@@ -122,6 +109,9 @@ def cmd_hub_gc(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------------
+# parsers
+# ----------------------------------------------------------------------------------------------------
 def _client_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--endpoint", metavar="URL", help="hub URL (default: $HF_ENDPOINT, else huggingface.co)")
     s.add_argument("--token-file", metavar="PATH",
@@ -130,11 +120,9 @@ def _client_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true", help="print JSON")
 
 
-def register(subparsers, parents: Sequence[argparse.ArgumentParser] = ()) -> None:
-    """Add ``push``, ``pull`` and ``hub`` (``hub serve``) to the main CLI's subparsers."""
-    parents = list(parents)
-    s = subparsers.add_parser(
-        "push", parents=parents, help="push stored adapters to a Hub repo",
+def _register_push_pull(sub, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser(
+        "push", parents=[common], help="push stored adapters to a Hub repo",
         description="Push stored adapter(s) (NAME or NAME@vN) to a Hub repo in one commit: the PEFT files, the "
                     "task head, the adapter card and a README model card. One adapter goes to the repo root; "
                     "several (or --multi) go to one folder each with an index. The repo is created when missing.")
@@ -149,8 +137,8 @@ def register(subparsers, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
     _client_options(s)
     s.set_defaults(func=cmd_push)
 
-    s = subparsers.add_parser(
-        "pull", parents=parents, help="pull adapters from a Hub repo into the store",
+    s = sub.add_parser(
+        "pull", parents=[common], help="pull adapters from a Hub repo into the store",
         description="Download a repo's adapter(s) through the huggingface_hub cache, verify every file's sha256 "
                     "against the adapter card, and store each as a new version (or reuse an identical one). "
                     "Only safetensors are downloaded; repos holding only pickle weights are refused.")
@@ -161,12 +149,14 @@ def register(subparsers, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
     _client_options(s)
     s.set_defaults(func=cmd_pull)
 
-    hub = subparsers.add_parser("hub", parents=parents, help="self-hosted hub",
-                                description="Run a self-hosted hub that huggingface_hub, peft and adapterhub "
-                                            "talk to through HF_ENDPOINT.")
+
+def _register_hub(sub, common: argparse.ArgumentParser) -> None:
+    hub = sub.add_parser("hub", parents=[common], help="self-hosted hub",
+                         description="Run a self-hosted hub that huggingface_hub, peft and adapterhub "
+                                     "talk to through HF_ENDPOINT.")
     hub_sub = hub.add_subparsers(dest="hub_command", metavar="COMMAND")
     s = hub_sub.add_parser(
-        "serve", parents=parents, help="serve repos under --root",
+        "serve", parents=[common], help="serve repos under --root",
         description="Serve model repos persisted under --root until interrupted. Writes need a token from "
                     "<root>/tokens ('<user> <token>' lines; one is created on first start); private repos need "
                     "one to read.")
@@ -179,37 +169,20 @@ def register(subparsers, parents: Sequence[argparse.ArgumentParser] = ()) -> Non
     s.add_argument("--quiet", action="store_true", help="do not log requests")
     s.set_defaults(func=cmd_hub_serve)
     s = hub_sub.add_parser(
-        "gc", parents=parents, help="delete unreferenced blobs under --root",
+        "gc", parents=[common], help="delete unreferenced blobs under --root",
         description="Delete stored blobs no commit references (left by interrupted uploads). Refused while a "
                     "server is serving the same root.")
     s.add_argument("--root", metavar="DIR", required=True, help="the hub's root")
     s.set_defaults(func=cmd_hub_gc)
-    hub.set_defaults(func=lambda args: (hub.print_help(sys.stderr), 2)[1])
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry point: ``python -m adapterhub.hub.cli push|pull|hub serve ...``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS, help="the adapter store")
-    p = argparse.ArgumentParser(prog="adapterhub", parents=[common])
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    register(sub, parents=[common])
-    try:
-        args = p.parse_args(argv)
-    except SystemExit as e:
-        return int(e.code or 0)
-    if getattr(args, "func", None) is None:
-        p.print_help(sys.stderr)
+    def hub_usage(args: argparse.Namespace) -> int:  # `adapterhub hub` alone: its help, exit 2
+        hub.print_help(sys.stderr)
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except AdapterHubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+
+    hub.set_defaults(func=hub_usage)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def register(sub, common: argparse.ArgumentParser) -> None:
+    """Add ``push``, ``pull`` and ``hub`` (``hub serve``, ``hub gc``) to the main parser's sub-commands."""
+    _register_push_pull(sub, common)
+    _register_hub(sub, common)
