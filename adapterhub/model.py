@@ -222,6 +222,30 @@ class AdapterModel(InferenceMixin, nn.Module):
         self.entry(name)
         return self._units(name)
 
+    def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
+        """Every tensor of adapter ``name`` (its units and its head), by a stable key: ``unit.<module>.<tensor>``
+        and ``head.<tensor>``. The tensors are the live ones (clone them to keep a snapshot)."""
+        out = {f"unit.{path}.{k}": v for path, unit in self.adapter_units(name).items()
+               for k, v in unit.state_dict().items()}
+        out.update({f"head.{k}": v for k, v in self.heads[name].state_dict().items()})
+        return out
+
+    def load_adapter_state(self, name: str, state: dict[str, torch.Tensor]) -> None:
+        """Copy ``state`` (as :meth:`adapter_state` returns it) into adapter ``name`` in place; every key and shape
+        is checked before anything is copied."""
+        live = self.adapter_state(name)
+        missing, extra = sorted(set(live) - set(state)), sorted(set(state) - set(live))
+        if missing or extra:
+            raise AdapterHubError(f"adapter {name!r}: state has missing keys {missing[:3]} and unexpected keys "
+                                  f"{extra[:3]}")
+        bad = [k for k, v in live.items() if tuple(state[k].shape) != tuple(v.shape)]
+        if bad:
+            raise AdapterHubError(f"adapter {name!r}: state tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
+                                  f"the adapter has {tuple(live[bad[0]].shape)}")
+        with torch.no_grad():
+            for k, v in live.items():
+                v.copy_(state[k])
+
     def _units(self, name: str) -> dict[str, nn.Module]:
         return {path: mod.units[name] for path, mod in self.base.named_modules()
                 if isinstance(mod, AdaptedLinear) and name in mod.units}
@@ -415,21 +439,23 @@ class AdapterModel(InferenceMixin, nn.Module):
     # ------------------------------------------------------------------------------------------------
     # files
     # ------------------------------------------------------------------------------------------------
-    def _card(self, name: str, files: dict[str, str]) -> AdapterCard:
+    def _card(self, name: str, files: dict[str, str], metrics: dict | None, extra: dict | None) -> AdapterCard:
         e = self.entry(name)
         head = self.heads[name]
         return AdapterCard(
             name=name, method=e.method.name, method_config=e.config.to_dict(), task=e.task, labels=head.labels,
             base_model=self.base_id, base_fingerprint=dict(self.base_fingerprint),
             num_parameters=self.num_parameters(name, include_head=False),
-            num_head_parameters=sum(p.numel() for p in head.parameters()), metrics=dict(e.metrics),
-            library_version=__version__, files=files,
-            extra={**e.extra, **e.method.card_extra(self._units(name))})
+            num_head_parameters=sum(p.numel() for p in head.parameters()),
+            metrics=dict(e.metrics if metrics is None else metrics), library_version=__version__, files=files,
+            extra={**e.extra, **(extra or {}), **e.method.card_extra(self._units(name))})
 
-    def write_adapter_files(self, name: str, directory: str | os.PathLike, convert_to: str | None = None) -> None:
+    def write_adapter_files(self, name: str, directory: str | os.PathLike, convert_to: str | None = None,
+                            metrics: dict | None = None, extra: dict | None = None) -> None:
         """Write the adapter's files into an existing (empty) directory. ``convert_to``: write the adapter as the
         equivalent adapter of another method, where its plug-in can (e.g. AdaLoRA as a plain LoRA with per-module
-        ranks in ``rank_pattern``, loadable by any LoRA consumer)."""
+        ranks in ``rank_pattern``, loadable by any LoRA consumer). ``metrics`` (replacing the adapter's own) and
+        ``extra`` (added to them) go into the card."""
         e = self.entry(name)
         d = Path(directory)
         units = self._units(name)
@@ -451,20 +477,20 @@ class AdapterModel(InferenceMixin, nn.Module):
         write_json(d / HEAD_CONFIG_FILE, head.config())
         write_safetensors(d / HEAD_WEIGHTS_FILE, dict(head.state_dict()))
         files = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)}
-        card = self._card(name, files)
+        card = self._card(name, files, metrics, extra)
         if method is not e.method:
             card.method, card.method_config = method.name, config.to_dict()
             card.num_parameters = sum(t.numel() for t in tensors.values())
-            card.extra = {**e.method.card_extra(self._units(name)), "converted_from": e.method.name}
+            card.extra = {**(extra or {}), **e.method.card_extra(self._units(name)), "converted_from": e.method.name}
         card.write(d)
 
     def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
-                     convert_to: str | None = None) -> Path:
-        """Save to ``directory`` atomically (written to a temp dir, then renamed into place). ``convert_to``: see
-        :meth:`write_adapter_files`."""
+                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+        """Save to ``directory`` atomically (written to a temp dir, then renamed into place). ``convert_to``,
+        ``metrics``, ``extra``: see :meth:`write_adapter_files`."""
         self.entry(name)
-        return write_dir_atomically(directory, overwrite,
-                                    lambda tmp: self.write_adapter_files(name, tmp, convert_to=convert_to))
+        return write_dir_atomically(directory, overwrite, lambda tmp: self.write_adapter_files(
+            name, tmp, convert_to=convert_to, metrics=metrics, extra=extra))
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
@@ -479,15 +505,17 @@ class AdapterModel(InferenceMixin, nn.Module):
             return push_adapters(self, list(name), repo_id, **kw)
         return push_adapter(self, name, repo_id, **kw)
 
-    def store_adapter(self, name: str, store=None):
-        """Save into the local store (a new version of ``name``); returns the store entry."""
+    def store_adapter(self, name: str, store=None, store_name: str | None = None, metrics: dict | None = None,
+                      extra: dict | None = None):
+        """Save into the local store as a new version of ``store_name`` (default: ``name``); returns the store
+        entry. ``metrics``, ``extra``: see :meth:`write_adapter_files`."""
         from .store import Store
 
         store = store or Store()
         self.entry(name)
         with tempfile.TemporaryDirectory(prefix="adapterhub-") as tmp:
-            self.write_adapter_files(name, tmp)
-            return store.put(Path(tmp), name)
+            self.write_adapter_files(name, tmp, metrics=metrics, extra=extra)
+            return store.put(Path(tmp), store_name or name)
 
     def load_adapter(self, source: str | os.PathLike, name: str | None = None, version: int | str | None = None,
                      allow_base_mismatch: bool = False, store=None, revision: str | None = None,
