@@ -57,3 +57,20 @@ class AdapterCard:
         if missing:
             raise AdapterFileError(f"{path}: missing card field(s) {missing}")
         return cls(**{k: v for k, v in d.items() if k in fields})
+
+
+def check_base(card: AdapterCard, fingerprint: dict[str, str], base_id: str, where: str,
+               allow_weight_mismatch: bool = False) -> None:
+    """The one base check: the card's base fingerprint must match ``fingerprint`` (of the base ``base_id``) in
+    architecture, and in weights unless ``allow_weight_mismatch``. ``where`` names the adapter in errors."""
+    from .errors import BaseMismatchError
+
+    fp = card.base_fingerprint if isinstance(card.base_fingerprint, dict) else {}
+    if fp.get("arch") != fingerprint["arch"]:
+        raise BaseMismatchError(
+            f"{where}: adapter {card.name!r} was made for base {card.base_model!r} with another architecture "
+            f"(fingerprint {fp.get('arch')} != {fingerprint['arch']} of {base_id!r}); nothing was loaded")
+    if fp.get("weights") != fingerprint["weights"] and not allow_weight_mismatch:
+        raise BaseMismatchError(
+            f"{where}: adapter {card.name!r} was made for base {card.base_model!r} whose weights differ from this "
+            f"base {base_id!r} (same architecture); pass allow_base_mismatch=True to load it anyway")

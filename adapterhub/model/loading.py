@@ -1,0 +1,136 @@
+"""Reading an adapter directory into units and a head for a model: everything is read and checked here, and
+nothing touches the model; the model attaches the result last (all or nothing)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+from torch import nn
+
+from ..adapter_files import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, read_json,
+                             read_safetensors, refuse_pickle_only, split_module_keys)
+from ..card import AdapterCard, check_base
+from ..errors import AdapterFileError, AdapterHubError, BaseMismatchError
+from ..heads import CAUSAL_LM, Head, head_from_config
+from ..methods import Method, MethodConfig, method_for_peft_type
+from .entry import AdapterEntry
+from .units import build_units, has_module
+
+
+@dataclasses.dataclass
+class ReadAdapter:
+    """An adapter read from disk and checked against a base: attaching it cannot fail."""
+
+    entry: AdapterEntry
+    units: dict[str, nn.Module]
+    head: Head
+
+
+def locate(source: str | os.PathLike, version, store) -> Path:
+    """A directory path as given, else the store entry ``source`` (at ``version``; default latest)."""
+    from ..store import Store
+
+    p = Path(source).expanduser()
+    if p.is_dir():
+        return p
+    s = str(source)
+    st = store or Store()
+    if "/" not in s and os.sep not in s and s in st:
+        return st.get(s, version).path
+    if p.exists():
+        raise AdapterFileError(f"{p} is not a directory")
+    raise AdapterFileError(f"no adapter directory {s!r} and no store entry of that name in {st.root}")
+
+
+def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, MethodConfig, dict]:
+    cfg_dict = read_json(directory / CONFIG_FILE, "the adapter config")
+    try:
+        method = method_for_peft_type(cfg_dict.get("peft_type"), str(directory / CONFIG_FILE))
+    except AdapterHubError as e:
+        raise AdapterFileError(str(e)) from None
+    if card.method != method.name:
+        raise AdapterFileError(f"{directory}: card says method {card.method!r}, config says {method.name!r}")
+    try:
+        config = method.from_adapter_config(cfg_dict)
+        config.validate()
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, AdapterHubError):
+            raise
+        raise AdapterFileError(f"{directory / CONFIG_FILE}: bad adapter config ({e!r})") from None
+    return method, config, cfg_dict
+
+
+def _targets(base: nn.Module, method: Method, config: MethodConfig, spec, directory: Path) -> list[str]:
+    if isinstance(spec, list) and spec and all(isinstance(t, str) and has_module(base, t) for t in spec):
+        return list(spec)  # exact module paths, as adapterhub writes them
+    # peft-style names (module-name suffixes, a regex, "all-linear") or none: resolve on this base
+    targets = method.resolve_targets(config, base)
+    if isinstance(spec, list):
+        unmatched = [t for t in spec if not any(p == t or p.endswith(f".{t}") for p in targets)]
+        if unmatched:
+            raise BaseMismatchError(f"{directory / CONFIG_FILE}: target_modules {unmatched[:3]} match no module of "
+                                    "this base (adapter made for another base?)")
+    return targets
+
+
+def _units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str],
+           directory: Path) -> dict[str, nn.Module]:
+    units = build_units(base, method, config, targets, init=False)  # every value comes from the file
+    state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights")
+    suffixes = {s for u in units.values() for s in method.unit_file_state(u)}
+    per_module = split_module_keys(state, suffixes)
+    extra = sorted(set(per_module) - set(units))
+    if extra:
+        raise BaseMismatchError(f"{directory / WEIGHTS_FILE}: weights for modules not in adapter_config "
+                                f"target_modules: {extra[:3]}")
+    for path, unit in units.items():
+        if path not in per_module:
+            raise AdapterFileError(f"{directory / WEIGHTS_FILE}: no weights for target module {path!r}")
+        try:
+            method.load_unit_file_state(unit, per_module[path], path)
+        except AdapterHubError as e:
+            raise BaseMismatchError(f"{directory}: {e}") from None
+    return units
+
+
+def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
+    head_cfg = read_json(directory / HEAD_CONFIG_FILE, "the task head config")
+    if head_cfg.get("task") != card.task:
+        raise AdapterFileError(f"{directory}: head task {head_cfg.get('task')!r} != card task {card.task!r}")
+    if head_cfg.get("labels") != card.labels:
+        raise AdapterFileError(f"{directory}: head labels {head_cfg.get('labels')} != card labels {card.labels}")
+    head = head_from_config(head_cfg, hidden_size)
+    head_state = read_safetensors(directory / HEAD_WEIGHTS_FILE, "the task head weights")
+    expected = head.state_dict()
+    if set(head_state) != set(expected):
+        raise AdapterFileError(f"{directory / HEAD_WEIGHTS_FILE}: tensors {sorted(head_state)} != expected "
+                               f"{sorted(expected)}")
+    for k, t in expected.items():
+        if tuple(head_state[k].shape) != tuple(t.shape):
+            raise AdapterFileError(
+                f"{directory / HEAD_WEIGHTS_FILE}: {k} has shape {tuple(head_state[k].shape)}, expected "
+                f"{tuple(t.shape)} ({len(head.labels or [])} labels, hidden size {hidden_size})")
+    head.load_state_dict({k: head_state[k].to(t.dtype) for k, t in expected.items()})
+    return head
+
+
+def read_adapter(model, directory: Path, name: str | None = None,
+                 allow_base_mismatch: bool = False) -> ReadAdapter:
+    """Read and check the adapter in ``directory`` for ``model`` (registered as ``name``, default the card's)."""
+    directory = Path(directory)
+    refuse_pickle_only(directory)
+    card = AdapterCard.read(directory)
+    method, config, cfg_dict = _method_and_config(directory, card)
+    name = card.name if name is None else name
+    model.check_new_name(name)
+    check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
+    targets = _targets(model.base, method, config, cfg_dict.get("target_modules"), directory)
+    units = _units(model.base, method, config, targets, directory)
+    head = _head(directory, card, model.hidden_size)
+    if card.task == CAUSAL_LM and model.lm_head is None:
+        raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
+    extra = {k: v for k, v in card.extra.items() if k not in method.card_extra(units)}
+    entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics),
+                         source=str(directory), extra=extra)
+    return ReadAdapter(entry, units, head)

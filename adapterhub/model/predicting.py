@@ -1,0 +1,129 @@
+"""Inference over a model's adapters: ``predict`` (labels, tags or text per row, mixed adapters in one batch)
+and ``generate`` (one batched decode, the route held through every step). Functions over the model; the model's
+methods of the same names call them."""
+from __future__ import annotations
+
+import threading
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import AdapterHubError
+from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
+from ..routing import Route, routed
+
+# Fast tokenizers keep padding/truncation settings as state that each call resets: two threads tokenizing with
+# different settings (predict's encode vs generate's padded batch) corrupt each other's batches. All tokenizer
+# calls of this module hold this lock (they are short next to a forward).
+TOKENIZER_LOCK = threading.Lock()
+
+
+def encode(model, texts: Sequence[str], tasks: Sequence[str]):
+    """Tokenize each row as its task needs (token classification: split into words) and pad together. Returns
+    ``(input_ids, attention_mask, word_ids per row or None)`` on the model's device."""
+    tok = model.tokenizer
+    if tok is None:
+        raise AdapterHubError("this AdapterModel has no tokenizer; pass one to AdapterModel(base, tokenizer)")
+    feats, word_ids = [], []
+    with TOKENIZER_LOCK:
+        for text, task in zip(texts, tasks):
+            if not isinstance(text, str):
+                raise AdapterHubError(f"predict takes strings, got {type(text).__name__}")
+            if task == TOKEN_CLS:
+                enc = tok(text.split(), is_split_into_words=True, truncation=True)
+                word_ids.append(enc.word_ids())
+            else:
+                enc = tok(text, truncation=True)
+                word_ids.append(None)
+            feats.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+        batch = tok.pad(feats, return_tensors="pt")
+    dev = model.device
+    return batch["input_ids"].to(dev), batch["attention_mask"].to(dev), word_ids
+
+
+def _word_tags(labels: list[str], pred: list[int], n_real: int, word_ids: list, padding_side: str) -> list[str]:
+    """Token classification: the tag of each word is its first sub-token's prediction. ``word_ids`` index the
+    unpadded encoding; with left padding the real tokens start at ``len(pred) - n_real``."""
+    offset = 0 if padding_side == "right" else len(pred) - n_real
+    tags, seen = [], set()
+    for pos, w in enumerate(word_ids):
+        if w is None or w in seen:
+            continue
+        seen.add(w)
+        tags.append(labels[pred[offset + pos]])
+    return tags
+
+
+def _classify(model, texts: list[str], names: list[str]) -> list[Any]:
+    """One routed forward over a chunk; predictions scattered back to row order with one gather, one sync."""
+    tasks = [model.entry(n).task for n in names]
+    ids, mask, word_ids = encode(model, texts, tasks)
+    res = model.forward(ids, mask, adapters=names)
+    width = ids.shape[1]
+    per_adapter = {n: (lg.argmax(-1) if lg.dim() == 3 else lg.argmax(-1, keepdim=True).expand(-1, width))
+                   for n, lg in res.logits.items()}
+    pred = res.gather(per_adapter).tolist()
+    n_real = mask.sum(1).tolist()
+    side = model.tokenizer.padding_side
+    out = []
+    for j, (name, task) in enumerate(zip(names, tasks)):
+        labels = model.heads[name].labels
+        out.append(labels[pred[j][0]] if task == SEQ_CLS else
+                   _word_tags(labels, pred[j], int(n_real[j]), word_ids[j], side))
+    return out
+
+
+@torch.no_grad()
+def predict(model, texts: str | Sequence[str], adapters: str | Sequence[str] | None = None, batch_size: int = 32,
+            max_new_tokens: int = 32) -> list[Any]:
+    """Per row: a label name (sequence classification), one tag per whitespace word (token classification), or
+    generated text (causal LM). Rows of every adapter share each forward."""
+    single = isinstance(texts, str)
+    texts = [texts] if single else list(texts)
+    names = model.row_names(adapters, len(texts))
+    was_training = model.training
+    if was_training:  # a model already in eval is not walked: the walk races with another thread's add/delete
+        model.eval()
+    try:
+        out: list[Any] = [None] * len(texts)
+        causal = [model.entry(n).task == CAUSAL_LM for n in names]
+        for want_causal in (False, True):
+            rows = [i for i, c in enumerate(causal) if c == want_causal]
+            for s in range(0, len(rows), batch_size):
+                chunk = rows[s:s + batch_size]
+                cn, ct = [names[i] for i in chunk], [texts[i] for i in chunk]
+                got = generate(model, ct, cn, max_new_tokens=max_new_tokens) if want_causal else \
+                    _classify(model, ct, cn)
+                for i, g in zip(chunk, got):
+                    out[i] = g
+    finally:
+        if was_training:
+            model.train(True)
+    return out[0] if single else out
+
+
+@torch.no_grad()
+def generate(model, texts: Sequence[str], adapters: str | Sequence[str] | None = None, max_new_tokens: int = 32,
+             **gen_kwargs) -> list[str]:
+    """Generate per row with its own adapter, in one batched decode (the route holds through all steps)."""
+    if model.lm_head is None:
+        raise AdapterHubError("generate needs a causal-LM base")
+    texts = list(texts)
+    names = model.row_names(adapters, len(texts))
+    bad = sorted({n for n in names if model.entry(n).task != CAUSAL_LM})
+    if bad:
+        raise AdapterHubError(f"adapter(s) {bad} are not causal-lm adapters and cannot generate")
+    tok = model.tokenizer
+    with TOKENIZER_LOCK:  # padding_side as an argument: the shared tokenizer's own setting is left alone
+        enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
+    dev = model.device
+    ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
+    beams = int(gen_kwargs.get("num_beams", 1) or 1)
+    k = beams if beams > 1 else int(gen_kwargs.get("num_return_sequences", 1) or 1)
+    route = Route(names)
+    gen_kwargs.setdefault("do_sample", False)
+    gen_kwargs.setdefault("pad_token_id", tok.pad_token_id)
+    with routed(route.repeat_interleave(k) if k > 1 else route):
+        seqs = model.base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **gen_kwargs)
+    with TOKENIZER_LOCK:
+        return tok.batch_decode(seqs[:, ids.shape[1]:], skip_special_tokens=True)

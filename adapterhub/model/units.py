@@ -1,0 +1,97 @@
+"""Adapter units on the base: building them for the modules a method targets, wrapping those modules in
+:class:`~adapterhub.routing.AdaptedLinear`, and unwrapping modules left with no adapter. Functions over the base
+module; the model calls them."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import BaseMismatchError
+from ..methods import Method, MethodConfig
+from ..routing import AdaptedLinear
+
+
+def module_at(base: nn.Module, path: str) -> nn.Module:
+    try:
+        return base.get_submodule(path)
+    except AttributeError:
+        raise BaseMismatchError(f"the base has no module {path!r} (adapter made for another base?)") from None
+
+
+def has_module(base: nn.Module, path: str) -> bool:
+    try:
+        base.get_submodule(path)
+        return True
+    except AttributeError:
+        return False
+
+
+def _inside_adapted(base: nn.Module, path: str) -> bool:
+    """Whether ``path`` lies inside an :class:`AdaptedLinear` (its units or its ``base_layer``)."""
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        try:
+            if isinstance(base.get_submodule(".".join(parts[:i])), AdaptedLinear):
+                return True
+        except AttributeError:
+            return False
+    return False
+
+
+def build_units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str],
+                init: bool = True) -> dict[str, nn.Module]:
+    """Method ``method``'s unit for each target path (nothing is attached yet). ``init=False``: parameters left
+    uninitialised, their values are about to be loaded."""
+    units = {}
+    for path in targets:
+        mod = module_at(base, path)
+        if _inside_adapted(base, path):
+            raise BaseMismatchError(f"module {path!r} is part of another adapter, not of the base")
+        lin = mod.base_layer if isinstance(mod, AdaptedLinear) else mod
+        if not isinstance(lin, nn.Linear):
+            raise BaseMismatchError(f"module {path!r} of the base is a {type(lin).__name__}, not a Linear")
+        units[path] = method.create(config, lin, path, init=init)
+    return units
+
+
+def _set_child(base: nn.Module, path: str, module: nn.Module) -> None:
+    parent_name, _, child = path.rpartition(".")
+    parent = base.get_submodule(parent_name) if parent_name else base
+    setattr(parent, child, module)
+
+
+def attach_units(base: nn.Module, name: str, method: Method, units: dict[str, nn.Module], training: bool) -> None:
+    """Add adapter ``name``'s units to their modules, wrapping plain Linears first. Cannot fail: every check was
+    made when the units were built."""
+    for path, unit in units.items():
+        mod = base.get_submodule(path)
+        if not isinstance(mod, AdaptedLinear):
+            wrapped = AdaptedLinear(mod)
+            wrapped.train(mod.training)
+            _set_child(base, path, wrapped)
+            mod = wrapped
+        unit.train(training)
+        mod.add(name, method, unit)
+
+
+def adapted_modules(base: nn.Module, name: str) -> dict[str, AdaptedLinear]:
+    """Module path -> the wrapper holding a unit of adapter ``name``."""
+    return {path: mod for path, mod in base.named_modules() if isinstance(mod, AdaptedLinear) and name in mod.units}
+
+
+def units_of(base: nn.Module, name: str) -> dict[str, nn.Module]:
+    return {path: mod.units[name] for path, mod in adapted_modules(base, name).items()}
+
+
+def detach_units(base: nn.Module, name: str) -> None:
+    """Remove adapter ``name``'s units; modules left with no adapter are unwrapped back to their Linear."""
+    for path, mod in list(adapted_modules(base, name).items()):
+        mod.remove(name)
+        if len(mod) == 0:
+            _set_child(base, path, mod.base_layer)
+
+
+def unwrap_all(base: nn.Module) -> None:
+    """Replace every wrapper by its base Linear (used on copies of the base)."""
+    for path, mod in list(base.named_modules()):
+        if isinstance(mod, AdaptedLinear):
+            _set_child(base, path, mod.base_layer)

@@ -1,0 +1,56 @@
+"""Writing an adapter directory from a model: peft's ``adapter_config.json`` + ``adapter_model.safetensors`` (as
+the adapter's method writes them), the task head files, and the card (with the sha256 of every file)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..adapter_files import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, PREFIX, WEIGHTS_FILE, sha256_file,
+                             write_json, write_safetensors)
+from ..card import AdapterCard
+from ..methods import get_method
+from ..version import __version__
+
+
+def adapter_card(model, name: str, files: dict[str, str], metrics: dict | None = None,
+                 extra: dict | None = None) -> AdapterCard:
+    e = model.entry(name)
+    head = model.heads[name]
+    return AdapterCard(
+        name=name, method=e.method.name, method_config=e.config.to_dict(), task=e.task, labels=head.labels,
+        base_model=model.base_id, base_fingerprint=dict(model.base_fingerprint),
+        num_parameters=model.num_parameters(name, include_head=False),
+        num_head_parameters=sum(p.numel() for p in head.parameters()),
+        metrics=dict(e.metrics if metrics is None else metrics), library_version=__version__, files=files,
+        extra={**e.extra, **(extra or {}), **e.method.card_extra(model.adapter_units(name))})
+
+
+def write_adapter_files(model, name: str, directory: str | os.PathLike, convert_to: str | None = None,
+                        metrics: dict | None = None, extra: dict | None = None) -> None:
+    """Write adapter ``name`` into an existing (empty) directory. ``convert_to``: as the equivalent adapter of
+    another method, where its plug-in can (e.g. AdaLoRA as a plain LoRA with per-module ranks in
+    ``rank_pattern``). ``metrics`` (replacing the adapter's own) and ``extra`` (added) go into the card."""
+    e = model.entry(name)
+    d = Path(directory)
+    units = model.adapter_units(name)
+    method, config = e.method, e.config
+    if convert_to is not None and convert_to != method.name:
+        method = get_method(convert_to)
+        cfg_dict, per_module = e.method.convert(config, units, method.name, model.base_id)
+        config = method.from_adapter_config(cfg_dict)
+    else:
+        cfg_dict = method.to_adapter_config(config, e.targets, model.base_id, units=units)
+        per_module = {p: method.unit_file_state(unit) for p, unit in units.items()}
+    tensors = {f"{PREFIX}{p}.{suf}": t for p, ts in per_module.items() for suf, t in ts.items()}
+    write_json(d / CONFIG_FILE, cfg_dict)
+    write_safetensors(d / WEIGHTS_FILE, tensors)
+    head = model.heads[name]
+    write_json(d / HEAD_CONFIG_FILE, head.config())
+    write_safetensors(d / HEAD_WEIGHTS_FILE, dict(head.state_dict()))
+    files = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)}
+    card = adapter_card(model, name, files, metrics, extra)
+    if method is not e.method:
+        card.method, card.method_config = method.name, config.to_dict()
+        card.num_parameters = sum(t.numel() for t in tensors.values())
+        card.extra = {**(extra or {}), **e.method.card_extra(units), "converted_from": e.method.name}
+    card.write(d)
