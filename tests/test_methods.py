@@ -1,0 +1,202 @@
+"""The method test matrix (peft's TEST_CASES style): every registered method plug-in x {add, forward, mixed batch,
+save/load round trip, delete, merge-or-refusal, training step}, on an encoder and a decoder. A new method is
+tested by adding a row to CASES; a registered method without a row fails ``test_every_method_has_a_row``."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adapterhub import AdapterModel
+from adapterhub.errors import AdapterHubError
+from adapterhub.methods import config_classes, get_method, methods
+from adapterhub.routing import AdaptedLinear
+from conftest import make_tokenizer, tiny_bert, tiny_llama
+
+C = config_classes()
+
+#: (case id, method name, config kwargs): several rows per method cover its options
+CASES = [
+    ("lora", "lora", {"r": 4}),
+    ("lora-rslora-patterns", "lora", {"r": 4, "use_rslora": True, "target_modules": "all-linear",
+                                      "rank_pattern": {"layers.1.*": 2}, "alpha_pattern": {"layers.0.*": 3.0}}),
+    ("adalora", "adalora", {"init_r": 4, "target_r": 2, "total_step": 20}),
+    ("bottleneck-houlsby", "bottleneck", {"reduction_factor": 4}),
+    ("bottleneck-pfeiffer-gelu", "bottleneck", {"reduction_factor": 8, "placement": "pfeiffer",
+                                                "non_linearity": "gelu"}),
+]
+BASES = ["bert", "llama"]
+
+
+def _config(method: str, kwargs: dict, base: str):
+    kw = dict(kwargs)
+    if base == "bert" and "rank_pattern" in kw:  # BERT module paths: encoder.layer.N.*
+        kw["rank_pattern"] = {"layer.1.*": 2}
+        kw["alpha_pattern"] = {"layer.0.*": 3.0}
+    return C[get_method(method).config_cls.__name__](**kw)
+
+
+def _model(base: str) -> AdapterModel:
+    if base == "bert":
+        return AdapterModel(tiny_bert(), make_tokenizer(), base_id="tiny-bert")
+    return AdapterModel(tiny_llama(), make_tokenizer(causal=True), base_id="tiny-llama")
+
+
+def _add(model: AdapterModel, name: str, method: str, kwargs: dict, base: str, seed: int = 0):
+    model.add_adapter(name, _config(method, kwargs, base), task="sequence-classification", labels=["a", "b", "c"])
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # fresh adapters are the identity (B = 0, E = 0, up = 0): make them do something
+        for p in model.adapter_parameters(name):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+
+def _batch(n: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 40, (n, 7), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    return ids, mask
+
+
+def _hidden(model: AdapterModel, ids, mask, adapters):
+    with torch.no_grad():
+        return model(ids, mask, adapters=adapters).hidden_states
+
+
+def _base_hidden(model: AdapterModel, ids, mask):
+    backbone = model.base.base_model if model.lm_head is not None else model.base
+    with torch.no_grad():
+        return backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+
+
+CASE_IDS = [c[0] for c in CASES]
+matrix = pytest.mark.parametrize("base", BASES)
+cases = pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+
+
+def test_every_method_has_a_row():
+    assert set(methods()) <= {m for _, m, _ in CASES}, "add a row to CASES for every registered method"
+
+
+@matrix
+@cases
+def test_add(case, base):
+    _, method, kw = case
+    model = _model(base)
+    model.add_adapter("x", _config(method, kw, base), labels=["a", "b"])
+    units = model.adapter_units("x")
+    assert units and all(isinstance(model.base.get_submodule(p), AdaptedLinear) for p in units)
+    assert model.num_parameters("x", include_head=False) > 0
+    assert all(not p.requires_grad for p in model.base_parameters().values())
+    assert model.entry("x").method is get_method(method)
+    ids, mask = _batch()  # fresh: the identity, exactly
+    torch.testing.assert_close(_hidden(model, ids, mask, "x"), _base_hidden(model, ids, mask), atol=0, rtol=0)
+
+
+@matrix
+@cases
+def test_forward_changes_output(case, base):
+    _, method, kw = case
+    model = _model(base)
+    _add(model, "x", method, kw, base)
+    ids, mask = _batch()
+    assert (_hidden(model, ids, mask, "x") - _base_hidden(model, ids, mask)).abs().max() > 1e-3
+
+
+@matrix
+@cases
+def test_mixed_batch_equals_rows_alone(case, base):
+    _, method, kw = case
+    model = _model(base)
+    _add(model, "a", method, kw, base, seed=1)
+    _add(model, "b", method, kw, base, seed=2)
+    model.add_adapter("other", C["LoRA"](r=2), labels=["a", "b", "c"])  # another method/rank in the same batch
+    with torch.no_grad():
+        for p in model.adapter_parameters("other"):
+            p.normal_(0, 0.3)
+    ids, mask = _batch(6)
+    route = ["a", "b", "other", "b", "a", "other"]
+    out = model(ids, mask, adapters=route)
+    for i, name in enumerate(route):
+        alone = model(ids[i:i + 1], mask[i:i + 1], adapters=name)
+        torch.testing.assert_close(out.hidden_states[i:i + 1], alone.hidden_states, atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.row_logits(i), alone.logits[name][0], atol=1e-5, rtol=0)
+
+
+@matrix
+@cases
+def test_save_load_round_trip(case, base, tmp_path):
+    _, method, kw = case
+    model = _model(base)
+    _add(model, "x", method, kw, base)
+    model.save_adapter("x", tmp_path / "x")
+    other = _model(base)
+    other.load_adapter(tmp_path / "x", name="y")
+    assert other.entry("y").method is get_method(method)
+    assert sorted(other.adapter_units("y")) == sorted(model.adapter_units("x"))
+    ids, mask = _batch()
+    torch.testing.assert_close(_hidden(other, ids, mask, "y"), _hidden(model, ids, mask, "x"), atol=1e-6, rtol=0)
+    assert other.predict(["the film was good"], adapters="y") == model.predict(["the film was good"], adapters="x")
+
+
+@matrix
+@cases
+def test_delete_restores_base(case, base):
+    _, method, kw = case
+    model = _model(base)
+    before = {k: v.clone() for k, v in model.base_parameters().items()}
+    _add(model, "x", method, kw, base)
+    model.delete_adapter("x")
+    assert model.adapters == [] and "x" not in model.heads
+    assert not any(isinstance(m, AdaptedLinear) for m in model.base.modules())
+    after = model.base_parameters()
+    assert set(after) == set(before) and all(torch.equal(after[k], v) for k, v in before.items())
+
+
+@matrix
+@cases
+def test_merge_or_refusal(case, base):
+    _, method, kw = case
+    model = _model(base)
+    _add(model, "x", method, kw, base)
+    ids, mask = _batch()
+    want = _hidden(model, ids, mask, "x")
+    weights = {k: v.clone() for k, v in model.base_parameters().items()}
+    if not get_method(method).linear:
+        with pytest.raises(AdapterHubError, match="nonlinear.*cannot be merged"):
+            model.merge("x")
+        assert model.merged is None
+        return
+    model.merge("x")
+    torch.testing.assert_close(_hidden(model, ids, mask, "x"), want, atol=1e-5, rtol=0)
+    assert model.unmerge() == "x"
+    assert all(torch.equal(model.base_parameters()[k], v) for k, v in weights.items())  # bit for bit
+
+
+@matrix
+@cases
+def test_training_step_moves_only_this_adapter(case, base):
+    _, method, kw = case
+    model = _model(base)
+    _add(model, "x", method, kw, base, seed=1)
+    _add(model, "y", method, kw, base, seed=2)
+    model.train()
+    for n in ("x", "y"):
+        for p in model.adapter_parameters(n):
+            p.requires_grad_(True)
+    frozen_base = {k: v.clone() for k, v in model.base_parameters().items()}
+    y_before = {k: v.clone() for k, v in model.adapter_state("y").items()}
+    x_before = {k: v.clone() for k, v in model.adapter_state("x").items()}
+    opt = torch.optim.SGD(model.adapter_parameters("x"), lr=0.1)
+    ids, mask = _batch()
+    out = model(ids, mask, adapters=["x", "y", "x", "y"],
+                labels={"x": torch.tensor([0, 1]), "y": torch.tensor([2, 0])})
+    loss = out.losses["x"]
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert all(p.grad is not None for p in model.adapter_parameters("x"))
+    # y's rows share the batch but not the loss: it gets no gradient (None, or exact zeros through the stacks)
+    assert all(p.grad is None or not p.grad.any() for p in model.adapter_parameters("y"))
+    opt.step()
+    assert any(not torch.equal(v, x_before[k]) for k, v in model.adapter_state("x").items())
+    assert all(torch.equal(v, y_before[k]) for k, v in model.adapter_state("y").items())
+    assert all(torch.equal(model.base_parameters()[k], v) for k, v in frozen_base.items())
