@@ -38,7 +38,8 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-from .errors import BaseSourceError
+from .errors import BaseSourceError, RepoIdError
+from .names import validate_repo_id
 from .paths import bases_dir
 
 __all__ = ["resolve_base", "base_id", "SUPPORTED_PACKAGES", "HUB_ALLOW_PATTERNS", "HUB_IGNORE_PATTERNS"]
@@ -70,10 +71,6 @@ HUB_IGNORE_PATTERNS = [
     "*.onnx",
     "*.gguf",
 ]
-
-_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
-_HUB_ID_RE = re.compile(rf"{_HUB_PART}(?:/{_HUB_PART})?")
-_HUB_ID_MAX_LEN = 96  # per name part, as on the Hub
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,18 +171,13 @@ def _local_dir(spec: str) -> Path | None:
 
 
 def _hub_id(spec: str) -> str:
-    bad = (
-        ".." in spec
-        or "--" in spec
-        or not _HUB_ID_RE.fullmatch(spec)
-        or any(len(part) > _HUB_ID_MAX_LEN for part in spec.split("/"))
-    )
-    if bad:
+    try:
+        return validate_repo_id(spec, require_namespace=False)
+    except RepoIdError as exc:
         raise BaseSourceError(
             f"base {spec!r} is not an existing directory, a package:<dist> spec, nor a valid Hugging Face Hub id "
-            "('owner/name' or 'name': letters, digits, '-', '_', '.'; no '..' or '--')"
-        )
-    return spec
+            f"('owner/name' or 'name'): {exc}"
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------

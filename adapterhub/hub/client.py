@@ -32,11 +32,10 @@ from urllib.parse import urlsplit
 from ..adapter_files import PICKLE_FILES, sha256_file
 from ..card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
 from ..errors import AdapterFileError, AdapterNameError, BaseMismatchError
-from ..names import validate_name
+from ..names import looks_like_repo_id, validate_name, validate_path_in_repo, validate_repo_id
 from ..version import __version__
 from .errors import HubError
 from .modelcard import render_index_card, render_model_card
-from .names import validate_path_in_repo, validate_repo_id
 
 INDEX_FILE = "adapterhub_index.json"
 README_FILE = "README.md"
@@ -98,20 +97,6 @@ def resolve_endpoint(endpoint: str | None = None) -> str:
 def is_public_hub(endpoint: str) -> bool:
     host = (urlsplit(endpoint).hostname or "").lower()
     return any(host == h or host.endswith("." + h) for h in PUBLIC_HOSTS)
-
-
-def looks_like_repo_id(source: object) -> bool:
-    """True for a ``namespace/name`` string that is not an existing local path: what ``load_adapter`` should send
-    to the Hub."""
-    if not isinstance(source, str) or source.count("/") != 1:
-        return False
-    if Path(source).expanduser().exists():
-        return False
-    try:
-        validate_repo_id(source)
-    except HubError:
-        return False
-    return True
 
 
 def _api(endpoint: str, token: str | bool | None):

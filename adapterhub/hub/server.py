@@ -57,7 +57,7 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from .errors import HubError
-from .names import validate_path_in_repo, validate_repo_id
+from ..names import validate_path_in_repo, validate_repo_id
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BRANCH = "main"
