@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,6 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_dir
 from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE
 from .errors import AdapterFileError
 
@@ -97,25 +96,14 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
 
 
 def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None]) -> Path:
-    """Run ``write`` on a fresh temp dir beside ``directory``, then rename it into place."""
+    """Run ``write`` on a fresh temp dir beside ``directory``, then publish it there atomically
+    (:func:`adapterhub.atomic.atomic_dir`). An existing non-empty ``directory`` needs ``overwrite``."""
     target = Path(directory).expanduser().resolve()
     if target.exists() and not overwrite:
         if not target.is_dir() or any(target.iterdir()):
             raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target, replace=True) as tmp:
         write(tmp)
-        if target.exists():
-            trash = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, trash)
-            os.rename(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

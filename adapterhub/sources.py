@@ -26,19 +26,19 @@ adapter cards.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata as importlib_metadata
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Callable
 
-from .errors import BaseSourceError, RepoIdError
+from .atomic import discard, make_tmp_dir, publish_dir
+from .errors import BaseSourceError, RepoIdError, TargetExistsError
 from .names import validate_repo_id
 from .paths import bases_dir
 
@@ -270,47 +270,22 @@ def _log(msg: str) -> None:
 
 
 def _build_atomically(target: Path, build: Callable[[Path], dict], what: str) -> Path:
-    """Build into a temp dir next to ``target``, write the marker last, then rename into place.
+    """Build into a temp dir next to ``target``, write the marker, then publish it atomically (:mod:`.atomic`).
 
-    If another process renamed a complete directory into place first, its copy is used and ours is
-    discarded. A stale incomplete ``target`` (no marker: e.g. half-deleted by hand) is moved aside.
+    If another process published a complete directory first, its copy is used and ours is discarded. A stale
+    incomplete ``target`` (no marker: e.g. half-deleted by hand) is moved aside.
     """
-    parent = target.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the cache may be shared
+        tmp = make_tmp_dir(target)
     except OSError as exc:
-        raise BaseSourceError(f"cannot create the base-model cache in {parent}: {exc}") from exc
+        raise BaseSourceError(f"cannot create the base-model cache in {target.parent}: {exc}") from exc
     try:
         _log(f"converting {what} (GGUF -> fp32 safetensors) into {target} — one-time, takes a while ...")
         t0 = time.perf_counter()
         info = build(tmp)
         info = dict(info or {}, built_at=time.time(), seconds=round(time.perf_counter() - t0, 1))
-        marker = tmp / COMPLETE_MARKER
-        with open(marker, "w", encoding="utf-8") as fh:
-            json.dump(info, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        for attempt in range(3):
-            try:
-                os.rename(tmp, target)
-                _log(f"converted {what} in {info['seconds']:.1f} s -> {target}")
-                return target
-            except OSError:
-                if _is_complete(target):  # another process won the race: use theirs
-                    _log(f"{what}: another process finished first; using {target}")
-                    return target
-                if not target.exists() or attempt == 2:
-                    raise
-                # a stale, incomplete target: move it aside (atomic), then delete it, then retry
-                stale = parent / f".{target.name}.stale-{uuid.uuid4().hex[:8]}"
-                try:
-                    os.rename(target, stale)
-                except OSError:
-                    continue
-                shutil.rmtree(stale, ignore_errors=True)
-        raise AssertionError("unreachable")  # pragma: no cover
+        (tmp / COMPLETE_MARKER).write_text(json.dumps(info, indent=2, sort_keys=True), encoding="utf-8")
+        return _publish(tmp, target, what, info["seconds"])
     except BaseSourceError:
         raise
     except Exception as exc:
@@ -318,6 +293,23 @@ def _build_atomically(target: Path, build: Callable[[Path], dict], what: str) ->
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _publish(tmp: Path, target: Path, what: str, seconds: float) -> Path:
+    for attempt in range(3):
+        try:
+            publish_dir(tmp, target)  # fsyncs everything (the marker too) before the rename
+            _log(f"converted {what} in {seconds:.1f} s -> {target}")
+            return target
+        except TargetExistsError:
+            if _is_complete(target):  # another process won the race: use theirs
+                _log(f"{what}: another process finished first; using {target}")
+                return target
+            if attempt == 2:
+                raise
+            with contextlib.suppress(OSError):  # a stale, incomplete target: move it aside, delete it, retry
+                discard(target)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 # --------------------------------------------------------------------------------------------
