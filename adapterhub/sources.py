@@ -40,6 +40,7 @@ from typing import Callable
 from .atomic import discard, make_tmp_dir, publish_dir
 from .errors import BaseSourceError, RepoIdError, TargetExistsError
 from .names import validate_repo_id
+from .pickles import PICKLE_PATTERNS
 from .paths import bases_dir
 
 __all__ = ["resolve_base", "base_id", "SUPPORTED_PACKAGES", "HUB_ALLOW_PATTERNS", "HUB_IGNORE_PATTERNS"]
@@ -58,19 +59,9 @@ HUB_ALLOW_PATTERNS = [
     "*.model",
     "*.tiktoken",
 ]
-#: Belt and braces: excluded even if an allow pattern above happens to match them.
-HUB_IGNORE_PATTERNS = [
-    "*.bin",
-    "*.pt",
-    "*.pth",
-    "*.pkl",
-    "*.pickle",
-    "*.ckpt",
-    "*.h5",
-    "*.msgpack",
-    "*.onnx",
-    "*.gguf",
-]
+#: Belt and braces: excluded even if an allow pattern above happens to match them. Pickles, and weights in
+#: formats other than safetensors.
+HUB_IGNORE_PATTERNS = [*PICKLE_PATTERNS, "*.h5", "*.msgpack", "*.onnx", "*.gguf"]
 
 
 # --------------------------------------------------------------------------------------------

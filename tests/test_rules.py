@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_atomic_dir_exists_is_an_error(tmp_path):
             pytest.fail("nothing is yielded when the target exists")
     empty = tmp_path / "empty"
     empty.mkdir()  # rename(2) would replace an empty directory: still refused
-    with pytest.raises(TargetExistsError, match=str(empty)):
+    with pytest.raises(TargetExistsError, match=re.escape(str(empty))):
         with atomic_dir(empty):
             pass
     assert listing(tmp_path) == ["empty", "out"] and listing(target) == ["keep"]
@@ -137,3 +138,50 @@ def test_discard(tmp_path):
     assert listing(tmp_path) == ["trash"] and listing(trash) == []
     with pytest.raises(OSError):
         discard(tmp_path / "missing")
+
+
+# ------------------------------------------------------------------------------------------------- pickle refusal
+def test_pickle_rule_local_listing(tmp_path):
+    from adapterhub.adapter_files import refuse_pickle_only
+    from adapterhub.errors import AdapterFileError
+    from adapterhub.pickles import listing, refuse_pickle_weights
+
+    d = tmp_path / "adapter"
+    d.mkdir()
+    (d / "adapter_config.json").write_text("{}")
+    refuse_pickle_weights(listing(d), str(d))  # no weights at all: not this rule's business
+    (d / "adapter_model.bin").write_bytes(b"\x80\x04")
+    (d / "optimizer.PT").write_bytes(b"\x80\x04")
+    with pytest.raises(AdapterFileError, match=rf"^{re.escape(str(d))}: holds only pickle weights \(adapter_model\.bin, optimizer\.PT\); "
+                                               r"adapterhub never loads pickles - convert it to "
+                                               r"adapter_model\.safetensors$"):
+        refuse_pickle_weights(listing(d), str(d))
+    with pytest.raises(AdapterFileError, match=f"{re.escape(str(d))}: holds only pickle weights"):
+        refuse_pickle_only(d)
+    (d / "adapter_model.safetensors").write_bytes(b"")
+    refuse_pickle_weights(listing(d), str(d))  # safetensors present: stray pickles are simply never read
+    refuse_pickle_only(d)
+    assert listing(tmp_path / "missing") == set()
+
+
+def test_pickle_rule_remote_listing():
+    from adapterhub.errors import AdapterFileError
+    from adapterhub.hub.client import _check_listing
+    from adapterhub.pickles import is_pickle
+
+    present = {"README.md", "adapter_config.json", "adapter_card.json", "sub/pytorch_model.bin",
+               "sub/adapter_config.json", "sub/adapter_card.json", "sub/deeper/x.safetensors"}
+    with pytest.raises(AdapterFileError, match=r"^alice/m/sub: holds only pickle weights \(pytorch_model\.bin\); "
+                                               r"adapterhub never loads pickles .*\(nothing was downloaded\)$"):
+        _check_listing("alice/m", present, "sub")
+    with pytest.raises(AdapterFileError, match="alice/m: missing adapter_model.safetensors"):
+        _check_listing("alice/m", present, "")  # the root has no pickles: the ordinary missing-file error
+    assert all(is_pickle(n) for n in ("a.bin", "a.pt", "a.pth", "a.pkl", "a.pickle", "a.ckpt", "A.BIN"))
+    assert not any(is_pickle(n) for n in ("a.safetensors", "a.json", "bin", "a.binx"))
+
+
+def test_base_downloads_skip_pickles():
+    from adapterhub.pickles import PICKLE_PATTERNS
+    from adapterhub.sources import HUB_IGNORE_PATTERNS
+
+    assert set(PICKLE_PATTERNS) <= set(HUB_IGNORE_PATTERNS) and "*.bin" in HUB_IGNORE_PATTERNS

@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit
 
-from ..adapter_files import PICKLE_FILES, sha256_file
+from ..adapter_files import sha256_file
 from ..card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
 from ..errors import AdapterFileError, AdapterNameError, BaseMismatchError
 from ..names import looks_like_repo_id, validate_name, validate_path_in_repo, validate_repo_id
+from ..pickles import listing, refuse_pickle_weights
 from ..version import __version__
 from .errors import HubError
 from .modelcard import render_index_card, render_model_card
@@ -217,11 +218,7 @@ def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard
     and has that sha256; the name is valid; weights are safetensors. Returns the card."""
     d = Path(directory)
     where = where or str(d)
-    if not (d / WEIGHTS_FILE).is_file():
-        pickles = [p for p in PICKLE_FILES if (d / p).exists()]
-        if pickles:
-            raise AdapterFileError(f"{where}: holds only pickle weights ({', '.join(pickles)}); adapterhub never "
-                                   f"loads pickles")
+    refuse_pickle_weights(listing(d), where)
     card = AdapterCard.read(d)
     validate_name(card.name)
     if not isinstance(card.files, dict):
@@ -445,11 +442,8 @@ def _select(repo_id: str, present: set[str], adapters: str | Sequence[str] | Non
 def _check_listing(repo_id: str, present: set[str], sub: str) -> None:
     prefix = f"{sub}/" if sub else ""
     where = f"{repo_id}/{sub}" if sub else repo_id
-    if prefix + WEIGHTS_FILE not in present:
-        pickles = [p for p in PICKLE_FILES if prefix + p in present]
-        if pickles:
-            raise AdapterFileError(f"{where}: holds only pickle weights ({', '.join(pickles)}); adapterhub never "
-                                   f"loads pickles - it was not downloaded")
+    here = {p[len(prefix):] for p in present if p.startswith(prefix) and "/" not in p[len(prefix):]}
+    refuse_pickle_weights(here, where, " (nothing was downloaded)")
     if prefix + CARD_FILE not in present:
         if prefix + CONFIG_FILE in present:
             raise AdapterFileError(f"{where}: a plain PEFT adapter without an adapterhub card ({CARD_FILE}); "
