@@ -182,7 +182,7 @@ def test_pickle_rule_remote_listing():
 
 def test_base_downloads_skip_pickles():
     from adapterhub.pickles import PICKLE_PATTERNS
-    from adapterhub.sources import HUB_IGNORE_PATTERNS
+    from adapterhub.bases import HUB_IGNORE_PATTERNS
 
     assert set(PICKLE_PATTERNS) <= set(HUB_IGNORE_PATTERNS) and "*.bin" in HUB_IGNORE_PATTERNS
 
@@ -246,7 +246,7 @@ def test_looks_like_repo_id(tmp_path, monkeypatch):
 
 def test_base_hub_ids_keep_their_error_type():
     from adapterhub.errors import BaseSourceError
-    from adapterhub.sources import base_id
+    from adapterhub.bases import base_id
 
     assert base_id("owner/name") == "owner/name" and base_id("gpt2") == "gpt2"
     with pytest.raises(BaseSourceError, match=r"not .* a valid Hugging Face Hub id .*'\.\.' and '--' are not allowed"):
