@@ -236,18 +236,6 @@ def _task_from_row(row: dict) -> str:
     return SEQ_CLS
 
 
-def infer_task(source: dict, row: dict | None = None) -> str:
-    """The task of a source: its ``task`` key, else by its type/fields (package data set's own task; conll
-    or ``tokens_field``/``tags_field`` -> token classification; ``prompt_field``/``completion_field`` ->
-    causal LM; ``text_field``/``label_field`` -> sequence classification), else by the default field
-    names present in a first ``row`` (``tokens``+``tags``, ``prompt``+``completion``), else sequence
-    classification."""
-    declared = _declared_task(source)
-    if declared is not None:
-        return declared
-    return _task_from_row(row) if isinstance(row, dict) else SEQ_CLS
-
-
 def _as_text(value: Any, where: str, field: str) -> str:
     if value is None:
         raise AdapterHubError(f"{where}: field {field!r} is empty (None)")
