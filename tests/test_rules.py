@@ -166,16 +166,16 @@ def test_pickle_rule_local_listing(tmp_path):
 
 def test_pickle_rule_remote_listing():
     from adapterhub.errors import AdapterFileError
-    from adapterhub.hub.client import _check_listing
+    from adapterhub.hub.layout import check_listing
     from adapterhub.pickles import is_pickle
 
     present = {"README.md", "adapter_config.json", "adapter_card.json", "sub/pytorch_model.bin",
                "sub/adapter_config.json", "sub/adapter_card.json", "sub/deeper/x.safetensors"}
     with pytest.raises(AdapterFileError, match=r"^alice/m/sub: holds only pickle weights \(pytorch_model\.bin\); "
                                                r"adapterhub never loads pickles .*\(nothing was downloaded\)$"):
-        _check_listing("alice/m", present, "sub")
+        check_listing("alice/m", present, "sub")
     with pytest.raises(AdapterFileError, match="alice/m: missing adapter_model.safetensors"):
-        _check_listing("alice/m", present, "")  # the root has no pickles: the ordinary missing-file error
+        check_listing("alice/m", present, "")  # the root has no pickles: the ordinary missing-file error
     assert all(is_pickle(n) for n in ("a.bin", "a.pt", "a.pth", "a.pkl", "a.pickle", "a.ckpt", "A.BIN"))
     assert not any(is_pickle(n) for n in ("a.safetensors", "a.json", "bin", "a.binx"))
 

@@ -1,7 +1,8 @@
 """The Hub side of adapterhub.
 
 - :mod:`adapterhub.hub.client`: push adapters to a Hub (the public one or a self-hosted one) and pull them back
-  into the local store / a model, sha256- and base-checked.
+  into the local store / a model, sha256- and base-checked (code in :mod:`~adapterhub.hub.push`,
+  :mod:`~adapterhub.hub.pull`, :mod:`~adapterhub.hub.layout` and :mod:`~adapterhub.hub.transport`).
 - :mod:`adapterhub.hub.server`: ``adapterhub hub serve``, a self-hosted hub speaking the part of the Hugging Face
   Hub HTTP API that ``huggingface_hub`` 2.x uses for model repos.
 - :mod:`adapterhub.hub.modelcard`: the README model cards written on push.
