@@ -53,18 +53,7 @@ def convert_gguf(gguf: Path, out: Path) -> dict:
         raise BaseSourceError(
             f"converting {gguf.name}: state dict mismatch (missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
-    meta = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
-    if meta:
-        # non-persistent buffers (e.g. rotary inv_freq) are not in the state dict: copy them over
-        src_buffers = dict(src.named_buffers())
-        for name in list(meta):
-            if name in src_buffers:
-                mod_name, _, attr = name.rpartition(".")
-                mod = model.get_submodule(mod_name) if mod_name else model
-                mod._buffers[attr] = src_buffers[name].detach().clone()
-                meta.remove(name)
-    if meta:
-        raise BaseSourceError(f"converting {gguf.name}: tensors left uninitialized: {meta[:5]}")
+    _copy_unsaved_buffers(src, model, gguf.name)
     model.eval()
     if getattr(src, "generation_config", None) is not None:
         model.generation_config = copy.deepcopy(src.generation_config)
@@ -80,3 +69,18 @@ def convert_gguf(gguf: Path, out: Path) -> dict:
         "torch": torch.__version__,
         "dtype": "float32",
     }
+
+
+def _copy_unsaved_buffers(src, model, what: str) -> None:
+    """Non-persistent buffers (e.g. rotary ``inv_freq``) are not in the state dict: copy them from ``src``. Raise
+    if any tensor of ``model`` is still on the meta device after that."""
+    meta = [n for n, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
+    src_buffers = dict(src.named_buffers())
+    for name in list(meta):
+        if name in src_buffers:
+            mod_name, _, attr = name.rpartition(".")
+            mod = model.get_submodule(mod_name) if mod_name else model
+            mod._buffers[attr] = src_buffers[name].detach().clone()
+            meta.remove(name)
+    if meta:
+        raise BaseSourceError(f"converting {what}: tensors left uninitialized: {meta[:5]}")
