@@ -10,10 +10,10 @@
 """
 from __future__ import annotations
 
+from ..errors import HubError
+from ..names import validate_path_in_repo, validate_repo_id
 from .client import (PushResult, fetch, load_from_hub, looks_like_repo_id, pull, push_adapter, push_adapters,
                      push_dir, push_dirs)
-from .errors import HubError
-from ..names import validate_path_in_repo, validate_repo_id
 from .server import HubServer, serve
 
 __all__ = ["HubError", "HubServer", "PushResult", "fetch", "load_from_hub", "looks_like_repo_id", "pull",

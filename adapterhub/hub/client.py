@@ -22,7 +22,7 @@ This module is the client's public face; the code lives in :mod:`.transport` (en
 from __future__ import annotations
 
 from ..names import looks_like_repo_id
-from .errors import HubError
+from ..errors import HubError
 from .layout import INDEX_FILE, SOURCE_FILE, check_base, parse_index, verify_adapter_dir
 from .pull import FetchedAdapter, fetch, load_from_hub, pull
 from .push import PushResult, push_adapter, push_adapters, push_dir, push_dirs

@@ -14,9 +14,8 @@ from typing import Any, Sequence
 
 from ..adapter_files import sha256_file
 from ..card import AdapterCard
-from ..errors import AdapterFileError, AdapterNameError
+from ..errors import AdapterFileError, AdapterNameError, HubError
 from ..names import validate_name, validate_repo_id
-from .errors import HubError
 from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, README_FILE, REPO_FILES, SOURCE_FILE, check_base,
                      check_listing, read_index, verify_adapter_dir)
 from .transport import hub_errors, make_api, progress_bar, resolve_endpoint, transfer_settings

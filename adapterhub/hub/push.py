@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..card import AdapterCard
-from ..errors import AdapterNameError
+from ..errors import AdapterNameError, HubError
 from ..names import validate_repo_id
-from .errors import HubError
 from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, INDEX_FORMAT, INDEX_VERSION, README_FILE, REPO_FILES,
                      index_entry, read_index, verify_adapter_dir)
 from .modelcard import render_index_card, render_model_card

@@ -57,8 +57,8 @@ from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from ..atomic import discard, publish_dir, publish_file, write_bytes_atomic
+from ..errors import HubError
 from ..names import validate_path_in_repo, validate_repo_id
-from .errors import HubError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BRANCH = "main"

@@ -12,9 +12,8 @@ import threading
 from typing import Iterator
 from urllib.parse import urlsplit
 
-from ..errors import AdapterFileError, AdapterNameError, BaseMismatchError
+from ..errors import AdapterFileError, AdapterNameError, BaseMismatchError, HubError
 from ..version import __version__
-from .errors import HubError
 
 PUBLIC_HOSTS = ("huggingface.co", "hf.co")
 _SETTINGS_LOCK = threading.RLock()
