@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,11 +12,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from .atomic import atomic_dir
 from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE
 from .errors import AdapterFileError
+from .pickles import listing, refuse_pickle_weights
 
 PREFIX = "base_model.model."
-PICKLE_FILES = ("adapter_model.bin", "pytorch_model.bin", "adapter_model.pt", "adapter_model.pkl")
 
 
 def sha256_file(path: Path) -> str:
@@ -47,11 +46,8 @@ def write_json(path: Path, d: dict[str, Any]) -> None:
 
 def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
     if not path.is_file():
-        pickles = [p for p in PICKLE_FILES if (path.parent / p).exists()]
-        if pickles and path.name == WEIGHTS_FILE:
-            raise AdapterFileError(
-                f"{path.parent}: holds only pickle weights ({', '.join(pickles)}); adapterhub never loads pickles "
-                f"- convert it to {WEIGHTS_FILE}")
+        if path.name == WEIGHTS_FILE:
+            refuse_pickle_only(path.parent)
         raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
     try:
         out = {}
@@ -66,13 +62,7 @@ def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 def refuse_pickle_only(directory: Path) -> None:
     """Raise if ``directory`` holds pickle weights but no ``adapter_model.safetensors``. Checked first on load, so
     such a directory is named for what it is (not for a missing card) and its pickles are never opened."""
-    directory = Path(directory)
-    if not (directory / WEIGHTS_FILE).is_file():
-        pickles = [p for p in PICKLE_FILES if (directory / p).exists()]
-        if pickles:
-            raise AdapterFileError(
-                f"{directory}: holds only pickle weights ({', '.join(pickles)}); adapterhub never loads pickles "
-                f"- convert it to {WEIGHTS_FILE}")
+    refuse_pickle_weights(listing(directory), str(directory))
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -97,25 +87,14 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
 
 
 def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None]) -> Path:
-    """Run ``write`` on a fresh temp dir beside ``directory``, then rename it into place."""
+    """Run ``write`` on a fresh temp dir beside ``directory``, then publish it there atomically
+    (:func:`adapterhub.atomic.atomic_dir`). An existing non-empty ``directory`` needs ``overwrite``."""
     target = Path(directory).expanduser().resolve()
     if target.exists() and not overwrite:
         if not target.is_dir() or any(target.iterdir()):
             raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    with atomic_dir(target, replace=True) as tmp:
         write(tmp)
-        if target.exists():
-            trash = target.parent / f".{target.name}.old-{os.getpid()}"
-            os.rename(target, trash)
-            os.rename(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

@@ -24,3 +24,19 @@ class StoreError(AdapterHubError):
 
 class BaseSourceError(AdapterHubError):
     """A base model string could not be resolved."""
+
+
+class PackageFileError(AdapterHubError):
+    """A file that should ship inside an installed distribution is missing, or the distribution is not installed."""
+
+
+class HubError(AdapterHubError):
+    """A Hub request failed: missing repo or revision, refused token, unreachable or offline hub, bad repo id."""
+
+
+class RepoIdError(HubError):
+    """A bad Hub repo id, or a bad path inside a repo (see :mod:`adapterhub.names`)."""
+
+
+class TargetExistsError(AdapterHubError):
+    """An atomic write meant to create a new directory found it already there (see :mod:`adapterhub.atomic`)."""

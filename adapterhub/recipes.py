@@ -21,7 +21,6 @@ class RecipeError(AdapterHubError):
 
 
 # ---- schema: key -> (type(s), default); nested dicts are their own schema ----------------------------
-_ANY = object()
 TASK_SCHEMA: dict[str, tuple] = {
     "type": (str, None),
     "data": (dict, None),
@@ -108,7 +107,7 @@ class Recipe:
         return Path(self.output["dir"].format(name=self.name))
 
 
-def _check(d: dict, schema: dict, where: str, allow_missing: bool = True) -> dict:
+def _check(d: dict, schema: dict, where: str) -> dict:
     if not isinstance(d, dict):
         raise RecipeError(f"{where}: expected a mapping, got {type(d).__name__}")
     unknown = sorted(set(d) - set(schema))

@@ -2,8 +2,8 @@
 
 Layout: ``<root>/<name>/v<N>/`` holds one adapter directory (``adapter_config.json``,
 ``adapter_model.safetensors``, ``adapter_card.json``, optional head files). Every write goes
-through :func:`atomic_dir` (copy into a ``.tmp-*`` sibling, fsync, ``os.rename``), so readers see
-either a whole version or none; leftover ``.tmp-*`` directories from crashes are ignored.
+through :func:`adapterhub.atomic.atomic_dir` (copy into a ``.tmp-*`` sibling, fsync, ``os.rename``), so
+readers see either a whole version or none; leftover ``.tmp-*`` directories from crashes are ignored.
 """
 from __future__ import annotations
 
@@ -14,23 +14,18 @@ import json
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import paths
+from .atomic import atomic_dir, discard
 from .card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
-from .errors import AdapterFileError, AdapterNameError, StoreError
+from .errors import AdapterFileError, AdapterNameError, StoreError, TargetExistsError
 from .names import MAX_LEN as MAX_NAME_LEN, NAME_RE, validate_name  # noqa: F401  (re-exported)
 
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
-TMP_PREFIX = ".tmp-"
 _VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]*)$")
 _VERSION_STR_RE = re.compile(r"^v?([1-9][0-9]*)$")
-
-
-class TargetExistsError(StoreError):
-    """:func:`atomic_dir` was asked to create a directory that already exists."""
 
 
 def parse_version(version: int | str) -> int:
@@ -45,26 +40,6 @@ def parse_version(version: int | str) -> int:
     raise StoreError(f"bad version {version!r}: expected a positive integer like 3, '3' or 'v3'")
 
 
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # e.g. directories on Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: Path) -> None:
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for f in filenames:
-            _fsync_path(Path(dirpath) / f)
-        _fsync_path(Path(dirpath))
-
-
 def _copy_tree(src: Path, dst: Path) -> None:
     """Copy the contents of ``src`` into the existing dir ``dst``, following symlinks; stops at the first error."""
     for dirpath, dirnames, filenames in os.walk(src, followlinks=True):
@@ -73,37 +48,6 @@ def _copy_tree(src: Path, dst: Path) -> None:
             (dst / rel / d).mkdir()
         for f in filenames:
             shutil.copy2(Path(dirpath) / f, dst / rel / f)
-
-
-@contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Build a directory atomically.
-
-    Yields an empty temp dir (``.tmp-*``) next to ``target``; fill it. On normal exit its contents
-    are fsynced and it is renamed to ``target``; on an exception (or if ``target`` already exists,
-    which raises :class:`TargetExistsError`) the temp dir is removed and nothing else changes.
-    """
-    target = Path(target)
-    if target.exists():
-        raise TargetExistsError(f"{target} already exists")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f"{TMP_PREFIX}{target.name}-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        if target.exists():  # rename(2) would silently replace an *empty* directory
-            raise TargetExistsError(f"{target} already exists")
-        try:
-            os.rename(tmp, target)
-        except OSError as e:
-            if target.exists():
-                raise TargetExistsError(f"{target} already exists") from None
-            raise StoreError(f"could not move {tmp} to {target}: {e}") from e
-        _fsync_path(target.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +139,6 @@ class Store:
             except TargetExistsError:  # lost a race with another writer: take the next number
                 v += 1
                 continue
-            except StoreError:
-                raise
             except OSError as e:
                 raise StoreError(f"could not store {src} as {name!r}: {e}") from e
             return self._entry(name, v)
@@ -209,12 +151,10 @@ class Store:
         for e in entries:
             with contextlib.suppress(AdapterFileError):
                 e.card  # load now: the files are about to go
-            trash = e.path.parent / f"{TMP_PREFIX}trash-{e.path.name}-{uuid.uuid4().hex[:12]}"
             try:
-                os.rename(e.path, trash)
+                discard(e.path)
             except OSError as err:
                 raise StoreError(f"could not remove {e.path}: {err}") from err
-            shutil.rmtree(trash, ignore_errors=True)
         if version is None:
             with contextlib.suppress(OSError):  # fails harmlessly if a writer is busy in there
                 (self.root / name).rmdir()

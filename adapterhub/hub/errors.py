@@ -1,8 +1,7 @@
-"""Hub errors."""
+"""Hub errors: :class:`HubError` lives in :mod:`adapterhub.errors` (so :mod:`adapterhub.names` can raise its
+subclass :class:`~adapterhub.errors.RepoIdError` without importing the hub package); re-exported here."""
 from __future__ import annotations
 
-from ..errors import AdapterHubError
+from ..errors import HubError, RepoIdError
 
-
-class HubError(AdapterHubError):
-    """A Hub request failed: missing repo or revision, refused token, unreachable or offline hub, bad repo id."""
+__all__ = ["HubError", "RepoIdError"]

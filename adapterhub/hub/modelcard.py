@@ -2,24 +2,19 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..card import CONFIG_FILE, WEIGHTS_FILE
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
+from ..names import is_repo_id
 
 PIPELINE_TAGS = {SEQ_CLS: "text-classification", TOKEN_CLS: "token-classification", CAUSAL_LM: "text-generation"}
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$|^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def hub_base_model(base_model: Any) -> str | None:
     """The base as a Hub id for the ``base_model`` field, or None (local paths, ``package:`` specs)."""
-    if not isinstance(base_model, str) or not base_model:
-        return None
-    if base_model.startswith(("package:", "/", ".", "~")) or "\\" in base_model or ":" in base_model:
-        return None
-    return base_model if _HUB_ID_RE.match(base_model) else None
+    return base_model if is_repo_id(base_model, require_namespace=False) else None
 
 
 def _datasets(card: Mapping[str, Any]) -> list[str]:

@@ -56,8 +56,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from .errors import HubError
-from .names import validate_path_in_repo, validate_repo_id
+from ..atomic import discard, publish_dir, publish_file, write_bytes_atomic
+from ..errors import HubError
+from ..names import validate_path_in_repo, validate_repo_id
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BRANCH = "main"
@@ -113,35 +114,6 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path``, fsync it, rename it over ``path``, fsync the directory."""
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:12]}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync(path.parent)
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -271,8 +243,6 @@ class HubStorage:
                     if expect_size is not None and size > expect_size:
                         raise _bad(f"upload is larger than the announced {expect_size} bytes")
                     f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
             sha = h.hexdigest()
             if expect_size is not None and size != expect_size:
                 raise _bad(f"upload has {size} bytes, {expect_size} were announced")
@@ -283,8 +253,7 @@ class HubStorage:
                 tmp.unlink()
             else:
                 target.parent.mkdir(exist_ok=True)
-                os.replace(tmp, target)
-                _fsync(target.parent)
+                publish_file(tmp, target)  # fsync, rename, fsync the directory
             return sha, size
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -328,11 +297,8 @@ class HubStorage:
                 cid, manifest = self._new_manifest([], files, "initial commit", "", user)
                 (build / "commits" / f"{cid}.json").write_bytes(_json_bytes(manifest))
                 (build / "refs.json").write_bytes(_json_bytes({"branches": {DEFAULT_BRANCH: cid}, "tags": {}}))
-                for p in build.rglob("*"):
-                    _fsync(p)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.rename(build, target)
-                _fsync(target.parent)
+                publish_dir(build, target)
             except BaseException:
                 shutil.rmtree(build, ignore_errors=True)
                 raise
@@ -343,9 +309,7 @@ class HubStorage:
             d = self.repo_dir(repo_id)
             if not (d / "refs.json").is_file():
                 raise _not_found(repo_id)
-            trash = self.tmp / f"trash-{uuid.uuid4().hex}"
-            os.rename(d, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            discard(d, trash_dir=self.tmp)
             with contextlib.suppress(OSError):
                 d.parent.rmdir()
 
@@ -355,7 +319,7 @@ class HubStorage:
             if meta is None:
                 raise _not_found(repo_id)
             meta["private"] = bool(private)
-            atomic_write(self.repo_dir(repo_id) / "repo.json", _json_bytes(meta))
+            write_bytes_atomic(self.repo_dir(repo_id) / "repo.json", _json_bytes(meta))
 
     # -- refs and commits ----------------------------------------------------------------------------------------
     def refs(self, repo_id: str) -> dict[str, dict[str, str]]:
@@ -365,7 +329,7 @@ class HubStorage:
             raise _not_found(repo_id) from None
 
     def _write_refs(self, repo_id: str, refs: dict) -> None:
-        atomic_write(self.repo_dir(repo_id) / "refs.json", _json_bytes(refs))
+        write_bytes_atomic(self.repo_dir(repo_id) / "refs.json", _json_bytes(refs))
 
     def manifest(self, repo_id: str, cid: str) -> dict[str, Any]:
         if not COMMIT_RE.match(cid):
@@ -425,7 +389,7 @@ class HubStorage:
             _check_tree(files)
             cid, manifest = self._new_manifest([head], files, title, message, user)
             mpath = self.repo_dir(repo_id) / "commits" / f"{cid}.json"
-            atomic_write(mpath, _json_bytes(manifest))
+            write_bytes_atomic(mpath, _json_bytes(manifest))
             try:
                 if self.crash_point == "after-manifest":
                     os._exit(17)  # test hook: a server killed between the manifest and the ref

@@ -1,10 +1,10 @@
 """Pickle-free training checkpoints: tensors in safetensors, everything else in JSON. A checkpoint directory is
-written under a temp name and renamed into place; ``latest`` is switched by an atomic replace afterwards, so a
-run killed at any point leaves either the previous or the new checkpoint, never half of one."""
+written under a temp name and renamed into place; ``latest`` is switched by an atomic replace afterwards
+(both with :mod:`adapterhub.atomic`), so a run killed at any point leaves either the previous or the new
+checkpoint, never half of one."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 from pathlib import Path
@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..atomic import TMP_PREFIX, publish_dir, write_text_atomic
 
 LATEST = "latest"
 
@@ -55,9 +57,7 @@ def _py_rng_from_json(s):
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
@@ -71,19 +71,14 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def publish(tmp_dir: Path, ckpt_root: Path, step: int, keep: int = 2) -> Path:
     """Rename a fully written temp checkpoint into place, point ``latest`` at it, prune old ones."""
     final = ckpt_root / f"step-{step:08d}"
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp_dir, final)
-    pointer = ckpt_root / LATEST
-    tmp = ckpt_root / (LATEST + ".tmp")
-    tmp.write_text(final.name)
-    os.replace(tmp, pointer)
+    publish_dir(tmp_dir, final, replace=True)
+    write_text_atomic(ckpt_root / LATEST, final.name)
     done = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir())
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-    for junk in ckpt_root.glob(".tmp-*"):
+    for junk in ckpt_root.glob(TMP_PREFIX + "*"):  # left by a killed run
         if junk != tmp_dir:
-            shutil.rmtree(junk, ignore_errors=True)
+            shutil.rmtree(junk, ignore_errors=True) if junk.is_dir() else junk.unlink(missing_ok=True)
     return final
 
 

