@@ -13,11 +13,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .atomic import atomic_dir
-from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE
+from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
 from .errors import AdapterFileError
+from .names import validate_name
 from .pickles import listing, refuse_pickle_weights
 
 PREFIX = "base_model.model."
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)  # hashed in the card
 
 
 def sha256_file(path: Path) -> str:
@@ -98,6 +100,32 @@ def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: C
     return target
 
 
-__all__ = ["CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "PREFIX",
+def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard:
+    """Check an adapter directory against its card: every adapter file is present, listed in the card's ``files``
+    and has that sha256; the name is valid; weights are safetensors. Returns the card."""
+    d = Path(directory)
+    where = where or str(d)
+    refuse_pickle_weights(listing(d), where)
+    card = AdapterCard.read(d)
+    validate_name(card.name)
+    if not isinstance(card.files, dict):
+        raise AdapterFileError(f"{where}: the card's 'files' is not a mapping")
+    for fname in card.files:
+        if not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", ".."):
+            raise AdapterFileError(f"{where}: the card lists a bad file name {fname!r}")
+    for fname in ADAPTER_FILES:
+        if fname not in card.files:
+            raise AdapterFileError(f"{where}: the card has no sha256 for {fname}")
+        path = d / fname
+        if not path.is_file():
+            raise AdapterFileError(f"{where}: missing {fname}")
+        got = sha256_file(path)
+        if got != card.files[fname]:
+            raise AdapterFileError(f"{where}: {fname} has sha256 {got[:16]}..., the card says "
+                                   f"{str(card.files[fname])[:16]}...: corrupted or tampered file, refused")
+    return card
+
+
+__all__ = ["ADAPTER_FILES", "verify_adapter_dir", "CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "PREFIX",
            "read_json", "write_json", "write_dir_atomically", "read_safetensors", "refuse_pickle_only", "write_safetensors", "sha256_file",
            "split_module_keys"]

@@ -17,8 +17,9 @@ from adapterhub import AdapterModel, Bottleneck, LoRA
 from adapterhub.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from adapterhub.cli import main as cli
 from adapterhub.errors import AdapterFileError, AdapterNameError, BaseMismatchError
-from adapterhub.hub import HubError
-from adapterhub.hub import client
+from adapterhub.errors import HubError
+from adapterhub.names import looks_like_repo_id
+from adapterhub.hub import layout, pull as hub_pull
 from adapterhub.hub.server import HubServer, parse_front_matter
 from adapterhub.store import Store
 
@@ -80,7 +81,7 @@ def read_remote(hub, repo_id, path, revision=None) -> str:
 # one adapter
 # ----------------------------------------------------------------------------------------------------------------
 def test_push_writes_peft_files_card_and_readme(hub, model):
-    res = client.push_adapter(model, "sentiment", "alice/sentiment", progress=False, datasets=["stanfordnlp/imdb"])
+    res = model.push_to_hub("sentiment", "alice/sentiment", progress=False, datasets=["stanfordnlp/imdb"])
     assert res.repo_id == "alice/sentiment" and res.revision == "main" and res.adapters == ["sentiment"]
     assert files_of(hub, "alice/sentiment") == [".gitattributes", "README.md", CARD_FILE, CONFIG_FILE,
                                                 WEIGHTS_FILE, "adapterhub_head.json", "adapterhub_head.safetensors"]
@@ -111,44 +112,44 @@ def test_push_writes_peft_files_card_and_readme(hub, model):
 
 
 def test_pull_into_store_and_load(hub, model):
-    client.push_adapter(model, "sentiment", "alice/sentiment", progress=False)
-    entries = client.pull("alice/sentiment", progress=False)
+    model.push_to_hub("sentiment", "alice/sentiment", progress=False)
+    entries = hub_pull.pull("alice/sentiment", progress=False)
     assert [(e.name, e.version) for e in entries] == [("sentiment", 1)]
-    src = json.loads((entries[0].path / client.SOURCE_FILE).read_text())
+    src = json.loads((entries[0].path / layout.SOURCE_FILE).read_text())
     assert src["repo_id"] == "alice/sentiment" and len(src["commit"]) == 40
     assert (entries[0].path / "README.md").is_file()
     # pulling the same thing again reuses the stored version
-    assert [(e.name, e.version) for e in client.pull("alice/sentiment", progress=False)] == [("sentiment", 1)]
+    assert [(e.name, e.version) for e in hub_pull.pull("alice/sentiment", progress=False)] == [("sentiment", 1)]
 
     m2 = fresh()
-    entry = client.load_from_hub(m2, "alice/sentiment", progress=False)
+    entry = m2.load_adapter("alice/sentiment", progress=False)
     assert entry.name == "sentiment" and m2.adapters == ["sentiment"]
     assert m2.predict(TEXTS, adapters="sentiment") == model.predict(TEXTS, adapters="sentiment")
     assert torch.allclose(m2.base.encoder.layer[0].attention.self.query.units["sentiment"].lora_B.weight,
                           model.base.encoder.layer[0].attention.self.query.units["sentiment"].lora_B.weight)
     assert Store().versions("sentiment") == [1]
     # under another name
-    again = client.load_from_hub(m2, "alice/sentiment", name="sentiment2", progress=False)
+    again = m2.load_adapter("alice/sentiment", name="sentiment2", progress=False)
     assert again.name == "sentiment2" and m2.adapters == ["sentiment", "sentiment2"]
 
 
 def test_revisions(hub, model):
-    client.push_adapter(model, "sentiment", "alice/rev", progress=False)
-    main_commit = client.fetch("alice/rev", progress=False)[0].commit
+    model.push_to_hub("sentiment", "alice/rev", progress=False)
+    main_commit = hub_pull.fetch("alice/rev", progress=False)[0].commit
     randomize(model, "sentiment", seed=9)
-    res = client.push_adapter(model, "sentiment", "alice/rev", revision="dev", progress=False)
+    res = model.push_to_hub("sentiment", "alice/rev", revision="dev", progress=False)
     assert res.revision == "dev"
-    assert client.fetch("alice/rev", progress=False)[0].commit == main_commit  # main untouched
+    assert hub_pull.fetch("alice/rev", progress=False)[0].commit == main_commit  # main untouched
     m_dev, m_main, m_commit = fresh(), fresh(), fresh()
-    client.load_from_hub(m_dev, "alice/rev", revision="dev", progress=False)
-    client.load_from_hub(m_main, "alice/rev", progress=False)
-    client.load_from_hub(m_commit, "alice/rev", revision=res.commit, progress=False)
+    m_dev.load_adapter("alice/rev", revision="dev", progress=False)
+    m_main.load_adapter("alice/rev", progress=False)
+    m_commit.load_adapter("alice/rev", revision=res.commit, progress=False)
     x = m_dev.forward(*_enc(m_dev), adapters="sentiment").logits["sentiment"]
     assert torch.allclose(x, model.forward(*_enc(model), adapters="sentiment").logits["sentiment"])
     assert torch.allclose(x, m_commit.forward(*_enc(m_commit), adapters="sentiment").logits["sentiment"])
     assert not torch.allclose(x, m_main.forward(*_enc(m_main), adapters="sentiment").logits["sentiment"])
     with pytest.raises(HubError, match="revision 'nope' not found in alice/rev"):
-        client.pull("alice/rev", revision="nope", progress=False)
+        hub_pull.pull("alice/rev", revision="nope", progress=False)
 
 
 def _enc(m):
@@ -160,13 +161,13 @@ def _enc(m):
 # several adapters in one repo
 # ----------------------------------------------------------------------------------------------------------------
 def test_multi_adapter_repo(hub, model):
-    res = client.push_adapters(model, ["sentiment", "ner"], "alice/multi", progress=False)
+    res = model.push_to_hub(["sentiment", "ner"], "alice/multi", progress=False)
     assert res.adapters == ["sentiment", "ner"]
     files = files_of(hub, "alice/multi")
     assert "adapterhub_index.json" in files and "sentiment/adapter_model.safetensors" in files
     assert "ner/README.md" in files and "README.md" in files and CARD_FILE not in files
     # a later push adds to the index and keeps the others
-    client.push_adapter(model, "topic", "alice/multi", progress=False)
+    model.push_to_hub("topic", "alice/multi", progress=False)
     index = json.loads(read_remote(hub, "alice/multi", "adapterhub_index.json"))
     assert list(index["adapters"]) == ["ner", "sentiment", "topic"]
     assert index["adapters"]["ner"]["subfolder"] == "ner"
@@ -179,30 +180,30 @@ def test_multi_adapter_repo(hub, model):
 
     # all of them, in one call
     m_all = fresh()
-    loaded = client.load_from_hub(m_all, "alice/multi", progress=False)
+    loaded = m_all.load_adapter("alice/multi", progress=False)
     assert [e.name for e in loaded] == ["ner", "sentiment", "topic"]
     names = ["sentiment", "ner", "topic"]
     assert m_all.predict(TEXTS, adapters=names) == model.predict(TEXTS, adapters=names)
     # some of them
     m_some = fresh()
-    loaded = client.load_from_hub(m_some, "alice/multi", adapters=["topic", "sentiment"], progress=False)
+    loaded = m_some.load_adapter("alice/multi", adapters=["topic", "sentiment"], progress=False)
     assert [e.name for e in loaded] == ["topic", "sentiment"] and sorted(m_some.adapters) == ["sentiment", "topic"]
-    one = client.load_from_hub(fresh(), "alice/multi", adapters="ner", progress=False)
+    one = fresh().load_adapter("alice/multi", adapters="ner", progress=False)
     assert one.name == "ner"
     with pytest.raises(HubError, match=r"has no adapter\(s\) \['nope'\]; it holds \['ner', 'sentiment', 'topic'\]"):
-        client.pull("alice/multi", adapters=["nope"], progress=False)
+        hub_pull.pull("alice/multi", adapters=["nope"], progress=False)
     # pushing the multi layout over a single-adapter repo is refused
-    client.push_adapter(model, "sentiment", "alice/single", progress=False)
+    model.push_to_hub("sentiment", "alice/single", progress=False)
     with pytest.raises(HubError, match="holds a single adapter at its root"):
-        client.push_adapters(model, ["ner", "topic"], "alice/single", progress=False)
+        model.push_to_hub(["ner", "topic"], "alice/single", progress=False)
 
 
 def test_multi_load_is_all_or_nothing(hub, model):
-    client.push_adapters(model, ["sentiment", "ner"], "alice/multi", progress=False)
+    model.push_to_hub(["sentiment", "ner"], "alice/multi", progress=False)
     m = fresh()
     m.add_adapter("ner", LoRA(r=2), labels=["x", "y"])  # name clash with the second adapter
     with pytest.raises(AdapterNameError, match="'ner' is already loaded"):
-        client.load_from_hub(m, "alice/multi", progress=False)
+        m.load_adapter("alice/multi", progress=False)
     assert m.adapters == ["ner"]  # 'sentiment' was not attached either
     assert Store().list() == []
 
@@ -211,15 +212,15 @@ def test_multi_load_is_all_or_nothing(hub, model):
 # checks before anything is attached
 # ----------------------------------------------------------------------------------------------------------------
 def test_base_mismatch_refused_before_attach(hub, model):
-    client.push_adapter(model, "sentiment", "alice/sentiment", progress=False)
+    model.push_to_hub("sentiment", "alice/sentiment", progress=False)
     other = fresh(seed=5)  # same architecture, other weights
     with pytest.raises(BaseMismatchError, match="weights differ"):
-        client.load_from_hub(other, "alice/sentiment", progress=False)
+        other.load_adapter("alice/sentiment", progress=False)
     assert other.adapters == [] and Store().list() == []
-    assert client.load_from_hub(other, "alice/sentiment", allow_base_mismatch=True, progress=False).name == "sentiment"
+    assert other.load_adapter("alice/sentiment", allow_base_mismatch=True, progress=False).name == "sentiment"
     llama = AdapterModel(tiny_llama(), make_tokenizer(causal=True), base_id="tiny-llama")
     with pytest.raises(BaseMismatchError, match="another architecture"):
-        client.load_from_hub(llama, "alice/sentiment", allow_base_mismatch=True, progress=False)
+        llama.load_adapter("alice/sentiment", allow_base_mismatch=True, progress=False)
     assert llama.adapters == []
 
 
@@ -232,7 +233,7 @@ def _upload(hub, repo_id, files: dict[str, bytes]):
 
 
 def test_tampered_file_refused(hub, model, tmp_path):
-    client.push_adapter(model, "sentiment", "alice/tampered", progress=False)
+    model.push_to_hub("sentiment", "alice/tampered", progress=False)
     d = tmp_path / "other"
     d.mkdir()
     randomize(model, "sentiment", seed=3)
@@ -240,10 +241,10 @@ def test_tampered_file_refused(hub, model, tmp_path):
     _upload(hub, "alice/tampered", {WEIGHTS_FILE: (d / WEIGHTS_FILE).read_bytes()})  # card still has the old sha
     m = fresh()
     with pytest.raises(AdapterFileError, match="adapter_model.safetensors has sha256 .* corrupted or tampered"):
-        client.load_from_hub(m, "alice/tampered", progress=False)
+        m.load_adapter("alice/tampered", progress=False)
     assert m.adapters == [] and Store().list() == []
     with pytest.raises(AdapterFileError, match="corrupted or tampered"):
-        client.pull("alice/tampered", progress=False)
+        hub_pull.pull("alice/tampered", progress=False)
     assert Store().list() == []
 
 
@@ -254,65 +255,65 @@ def test_pickle_only_repo_refused_and_never_downloaded(hub, model, tmp_path, mon
     _upload(hub, "alice/pickled", {CONFIG_FILE: (d / CONFIG_FILE).read_bytes(), CARD_FILE: (d / CARD_FILE).read_bytes(),
                                    "adapter_model.bin": b"\x80\x04 not really a pickle"})
     with pytest.raises(AdapterFileError, match="only pickle weights .*adapter_model.bin.*never loads pickles"):
-        client.pull("alice/pickled", progress=False)
+        hub_pull.pull("alice/pickled", progress=False)
     with pytest.raises(AdapterFileError, match="only pickle weights"):
-        client.load_from_hub(fresh(), "alice/pickled", progress=False)
+        fresh().load_adapter("alice/pickled", progress=False)
     assert not list(Path(os.environ["HF_HOME"]).rglob("adapter_model.bin"))
     _upload(hub, "alice/plainpeft", {CONFIG_FILE: (d / CONFIG_FILE).read_bytes(),
                                      WEIGHTS_FILE: (d / WEIGHTS_FILE).read_bytes()})
     with pytest.raises(AdapterFileError, match="plain PEFT adapter without an adapterhub card"):
-        client.pull("alice/plainpeft", progress=False)
+        hub_pull.pull("alice/plainpeft", progress=False)
 
 
 def test_bad_ids_and_paths_refused_on_the_client(hub, model):
     for bad in ("../x", "alice/../x", "a/b/c", "/abs/x", "alice/x.git"):
         with pytest.raises(HubError, match="bad repo id"):
-            client.pull(bad, progress=False)
+            hub_pull.pull(bad, progress=False)
         with pytest.raises(HubError, match="bad repo id"):
-            client.push_adapter(model, "sentiment", bad, progress=False)
-    client.push_adapters(model, ["sentiment"], "alice/m", progress=False)
+            model.push_to_hub("sentiment", bad, progress=False)
+    model.push_to_hub(["sentiment"], "alice/m", progress=False)
     with pytest.raises(AdapterNameError):
-        client.pull("alice/m", adapters=["../sentiment"], progress=False)
+        hub_pull.pull("alice/m", adapters=["../sentiment"], progress=False)
     # an index pointing outside the repo is refused before any download
     index = {"format": "adapterhub-index", "adapters": {"evil": {"subfolder": "../../etc"}}}
     _upload(hub, "alice/evil", {"adapterhub_index.json": json.dumps(index).encode()})
     with pytest.raises(AdapterFileError, match="'..' segments are not allowed"):
-        client.pull("alice/evil", progress=False)
-    assert not client.looks_like_repo_id("../x") and client.looks_like_repo_id("alice/m")
+        hub_pull.pull("alice/evil", progress=False)
+    assert not looks_like_repo_id("../x") and looks_like_repo_id("alice/m")
 
 
 def test_clear_errors(hub, model, monkeypatch):
     from huggingface_hub import constants
 
     with pytest.raises(HubError, match="repository alice/missing not found"):
-        client.pull("alice/missing", progress=False)
+        hub_pull.pull("alice/missing", progress=False)
     with pytest.raises(HubError, match="refused the token"):
-        client.push_adapter(model, "sentiment", "alice/x", token="wrong-token", progress=False)
+        model.push_to_hub("sentiment", "alice/x", token="wrong-token", progress=False)
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubError, match="needs a token"):
-        client.push_adapter(model, "sentiment", "alice/x", progress=False)
-    client.push_adapter(model, "sentiment", "alice/private", private=True, token=TOKEN, progress=False)
+        model.push_to_hub("sentiment", "alice/x", progress=False)
+    model.push_to_hub("sentiment", "alice/private", private=True, token=TOKEN, progress=False)
     with pytest.raises(HubError, match="not found .*it may be private"):
-        client.pull("alice/private", progress=False)
-    assert client.pull("alice/private", token=TOKEN, progress=False)[0].name == "sentiment"
+        hub_pull.pull("alice/private", progress=False)
+    assert hub_pull.pull("alice/private", token=TOKEN, progress=False)[0].name == "sentiment"
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE=1.*also to a hub on this machine"):
-        client.pull("alice/private", token=TOKEN, progress=False)
+        hub_pull.pull("alice/private", token=TOKEN, progress=False)
 
 
 def test_tokens_never_printed_and_progress_bars(hub, model, capfd, caplog):
     logs: list[str] = []
     hub._log = logs.append
-    client.push_adapters(model, ["sentiment", "ner"], "alice/bars", progress=True)
-    client.pull("alice/bars", progress=True)
+    model.push_to_hub(["sentiment", "ner"], "alice/bars", progress=True)
+    hub_pull.pull("alice/bars", progress=True)
     out, err = capfd.readouterr()
     assert "Checking 2 adapter(s)" in err and "Verifying sha256" in err and "Fetching" in err
     with pytest.raises(HubError) as e:
-        client.pull("alice/bars", token="secret-wrong-token", progress=True)
+        hub_pull.pull("alice/bars", token="secret-wrong-token", progress=True)
     out2, err2 = capfd.readouterr()
     everything = out + err + out2 + err2 + caplog.text + "\n".join(logs) + str(e.value)
     assert TOKEN not in everything and "secret-wrong-token" not in everything
-    client.pull("alice/bars", progress=False)
+    hub_pull.pull("alice/bars", progress=False)
     assert "Verifying" not in capfd.readouterr().err
 
 
@@ -321,7 +322,7 @@ def test_tokens_never_printed_and_progress_bars(hub, model, capfd, caplog):
 # ----------------------------------------------------------------------------------------------------------------
 PULL_SCRIPT = """
 import sys
-from adapterhub.hub.client import pull
+from adapterhub.hub.pull import pull
 print(pull(sys.argv[1], progress=False), flush=True)
 """
 
@@ -333,7 +334,7 @@ def _env(hub, tmp_path):
 
 
 def test_pull_killed_mid_download_stores_nothing(hub, model, tmp_path):
-    client.push_adapter(model, "sentiment", "alice/sentiment", progress=False)
+    model.push_to_hub("sentiment", "alice/sentiment", progress=False)
     stalled, release = threading.Event(), threading.Event()
 
     def hook(path, **_):
@@ -356,7 +357,7 @@ def test_pull_killed_mid_download_stores_nothing(hub, model, tmp_path):
     assert store.list() == [] and not list(store.root.glob("*/v*"))
     assert not list((tmp_path / "hf-sub").rglob(WEIGHTS_FILE))  # only an .incomplete download in the cache
     # the next pull (same cache) completes
-    entries = client.pull("alice/sentiment", cache_dir=Path(env["HF_HOME"]) / "hub", progress=False)
+    entries = hub_pull.pull("alice/sentiment", cache_dir=Path(env["HF_HOME"]) / "hub", progress=False)
     assert [(e.name, e.version) for e in entries] == [(e.name, e.version) for e in store.list()] == [("sentiment", 1)]
 
 
@@ -377,8 +378,8 @@ torch.save(out, sys.argv[1])
 
 
 def test_plain_peft_loads_pushed_adapters_through_hf_endpoint(hub, model, tmp_path):
-    client.push_adapter(model, "sentiment", "alice/sentiment", progress=False)
-    client.push_adapters(model, ["sentiment", "topic"], "alice/multi", progress=False)
+    model.push_to_hub("sentiment", "alice/sentiment", progress=False)
+    model.push_to_hub(["sentiment", "topic"], "alice/multi", progress=False)
     target = tmp_path / "peft_out.pt"
     r = subprocess.run([sys.executable, "-c", PEFT_SCRIPT, str(target)], env=_env(hub, tmp_path),
                        capture_output=True, text=True, timeout=180)
@@ -424,8 +425,8 @@ def test_cli_push_pull_and_serve(hub, model, tmp_path, capsys):
         url = first.split(" at ")[1].strip()
         served_token = (root / "tokens").read_text().split()[-1]
         assert served_token not in first + proc.stdout.readline() + proc.stdout.readline()
-        res = client.push_adapter(model, "topic", "user/topic", endpoint=url, token=served_token, progress=False)
-        assert client.fetch("user/topic", endpoint=url, token=False, progress=False)[0].commit == res.commit
+        res = model.push_to_hub("topic", "user/topic", endpoint=url, token=served_token, progress=False)
+        assert hub_pull.fetch("user/topic", endpoint=url, token=False, progress=False)[0].commit == res.commit
     finally:
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)

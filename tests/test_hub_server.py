@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from adapterhub.hub import HubError, validate_path_in_repo, validate_repo_id
+from adapterhub.errors import HubError
+from adapterhub.names import validate_path_in_repo, validate_repo_id
 from adapterhub.hub.server import HubServer, git_blob_sha1, load_tokens
 
 TOKEN = "ahub_test_write_token_4f1c9e"

@@ -23,7 +23,7 @@ def _token(args: argparse.Namespace) -> str | None:
     path = getattr(args, "token_file", None)
     if not path:
         return None
-    from ..hub.errors import HubError
+    from ..errors import HubError
 
     try:
         token = Path(path).expanduser().read_text().strip()
@@ -35,7 +35,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from ..hub.client import push_dirs
+    from ..hub.push import push_dirs
 
     store = open_store(args)
     entries = [resolve(store, ref) for ref in args.names]
@@ -53,7 +53,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from ..hub.client import pull
+    from ..hub.pull import pull
 
     entries = pull(args.repo, revision=args.revision, adapters=args.adapter or None, store=open_store(args),
                    token=_token(args), endpoint=args.endpoint, progress=not args.no_progress)
@@ -66,7 +66,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_serve(args: argparse.Namespace) -> int:
-    from ..hub.errors import HubError
+    from ..errors import HubError
     from ..hub.server import HubServer, is_loopback
 
     root = Path(args.root).expanduser()
@@ -91,7 +91,7 @@ def cmd_hub_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_hub_gc(args: argparse.Namespace) -> int:
-    from ..hub.errors import HubError
+    from ..errors import HubError
     from ..hub.server import HubStorage, _lock_root
 
     root = Path(args.root).expanduser()

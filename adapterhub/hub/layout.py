@@ -1,4 +1,4 @@
-"""The adapterhub repo layout on a Hub, and the checks made before anything is stored or attached.
+"""The adapterhub repo layout on a Hub and its checks (the index, the file listing).
 
 - one adapter: its files at the repo root (``adapter_config.json``, ``adapter_model.safetensors``,
   ``adapterhub_head.json``, ``adapterhub_head.safetensors``, ``adapter_card.json``, ``README.md``);
@@ -11,59 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..adapter_files import sha256_file
-from ..card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
-from ..errors import AdapterFileError, BaseMismatchError, RepoIdError
+from ..adapter_files import ADAPTER_FILES, sha256_file, verify_adapter_dir  # noqa: F401 (verify: re-exported)
+from ..card import CARD_FILE, CONFIG_FILE, AdapterCard
+from ..errors import AdapterFileError, RepoIdError
 from ..names import validate_name, validate_path_in_repo
-from ..pickles import listing, refuse_pickle_weights
+from ..pickles import refuse_pickle_weights
 
 INDEX_FILE = "adapterhub_index.json"
 README_FILE = "README.md"
 SOURCE_FILE = "hub_source.json"  # written into pulled store entries: where they came from
 INDEX_FORMAT = "adapterhub-index"
 INDEX_VERSION = 1
-ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)  # hashed in the card
 REPO_FILES = ADAPTER_FILES + (CARD_FILE,)
-
-
-def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard:
-    """Check an adapter directory against its card: every adapter file is present, listed in the card's ``files``
-    and has that sha256; the name is valid; weights are safetensors. Returns the card."""
-    d = Path(directory)
-    where = where or str(d)
-    refuse_pickle_weights(listing(d), where)
-    card = AdapterCard.read(d)
-    validate_name(card.name)
-    if not isinstance(card.files, dict):
-        raise AdapterFileError(f"{where}: the card's 'files' is not a mapping")
-    for fname in card.files:
-        if not isinstance(fname, str) or "/" in fname or "\\" in fname or fname in ("", ".", ".."):
-            raise AdapterFileError(f"{where}: the card lists a bad file name {fname!r}")
-    for fname in ADAPTER_FILES:
-        if fname not in card.files:
-            raise AdapterFileError(f"{where}: the card has no sha256 for {fname}")
-        path = d / fname
-        if not path.is_file():
-            raise AdapterFileError(f"{where}: missing {fname}")
-        got = sha256_file(path)
-        if got != card.files[fname]:
-            raise AdapterFileError(f"{where}: {fname} has sha256 {got[:16]}..., the card says "
-                                   f"{str(card.files[fname])[:16]}...: corrupted or tampered file, refused")
-    return card
-
-
-def check_base(model, card: AdapterCard, where: str, allow_base_mismatch: bool = False) -> None:
-    """The same rule as ``AdapterModel.load_adapter``: architecture must match; weights too unless allowed."""
-    fp = card.base_fingerprint or {}
-    mine = model.base_fingerprint
-    if fp.get("arch") != mine["arch"]:
-        raise BaseMismatchError(
-            f"{where}: adapter {card.name!r} was made for base {card.base_model!r} with another architecture "
-            f"(fingerprint {fp.get('arch')} != {mine['arch']} of {model.base_id!r}); nothing was loaded")
-    if fp.get("weights") != mine["weights"] and not allow_base_mismatch:
-        raise BaseMismatchError(
-            f"{where}: adapter {card.name!r} was made for base {card.base_model!r} whose weights differ from this "
-            f"base {model.base_id!r} (same architecture); pass allow_base_mismatch=True to load it anyway")
 
 
 def index_entry(card: AdapterCard, subfolder: str, directory: Path) -> dict[str, Any]:

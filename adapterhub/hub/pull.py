@@ -1,9 +1,9 @@
 """Pull adapters from a Hub: download into huggingface_hub's cache (adapter files only, never pickles), copy to a
-staging dir, check every file's sha256 against the card and (when loading into a model) the base fingerprint and
-the names, and only then store them (atomically) and attach them (all or none)."""
+staging dir, check every file's sha256 against the card, and only then store them (atomically). The hub client
+moves directories only; loading into a model (fetch -> stage -> read -> attach) is the model layer's
+:mod:`adapterhub.model.hub_io`."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 from ..adapter_files import sha256_file
 from ..card import AdapterCard
-from ..errors import AdapterFileError, AdapterNameError, HubError
+from ..errors import AdapterFileError, HubError
 from ..names import validate_name, validate_repo_id
-from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, README_FILE, REPO_FILES, SOURCE_FILE, check_base,
-                     check_listing, read_index, verify_adapter_dir)
+from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, README_FILE, REPO_FILES, SOURCE_FILE, check_listing,
+                     read_index, verify_adapter_dir)
 from .transport import hub_errors, make_api, progress_bar, resolve_endpoint, transfer_settings
 
 
@@ -100,7 +100,7 @@ def fetch(repo_id: str, revision: str | None = None, adapters: str | Sequence[st
     return out
 
 
-def _stage(fetched: Sequence[FetchedAdapter], staging: Path, progress: bool) -> list[tuple[FetchedAdapter, Path,
+def stage(fetched: Sequence[FetchedAdapter], staging: Path, progress: bool) -> list[tuple[FetchedAdapter, Path,
                                                                                              AdapterCard]]:
     """Copy each fetched adapter out of the cache into ``staging`` and verify the copies."""
     out = []
@@ -126,7 +126,7 @@ def _stage(fetched: Sequence[FetchedAdapter], staging: Path, progress: bool) -> 
     return out
 
 
-def _put(store, directory: Path, name: str):
+def store_staged(store, directory: Path, name: str):
     """Store atomically as the next version of ``name`` - or reuse the latest version when identical."""
     if name in store:
         latest = store.get(name)
@@ -152,50 +152,5 @@ def pull(repo_id: str, revision: str | None = None, adapters: str | Sequence[str
     fetched = fetch(repo_id, revision, adapters, token=token, endpoint=endpoint, cache_dir=cache_dir,
                     progress=progress)
     with tempfile.TemporaryDirectory(prefix="adapterhub-pull-") as tmp:
-        staged = _stage(fetched, Path(tmp), progress)
-        return [_put(store, d, card.name) for _, d, card in staged]
-
-
-def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: str | Sequence[str] | None = None,
-                  name: str | None = None, allow_base_mismatch: bool = False, store=None,
-                  token: str | bool | None = None, endpoint: str | None = None,
-                  cache_dir: str | os.PathLike | None = None, progress: bool = True):
-    """``model.load_adapter("user/repo", ...)``: pull and attach, all or nothing.
-
-    Everything is checked before the model changes: sha256 of every file, names (valid, not loaded yet, distinct),
-    the base fingerprint (architecture; weights unless ``allow_base_mismatch``). Then the adapters are stored and
-    attached; if one fails to attach, those attached by this call are removed again.
-    ``adapters``: a name or a list of names of a multi-adapter repo (default: all). ``name``: load under another
-    name (one adapter only). Returns an ``AdapterEntry`` for a single-adapter repo or when ``adapters`` is one
-    name, else a list of them."""
-    from ..store import Store
-
-    store = store if store is not None else Store()
-    fetched = fetch(repo_id, revision, adapters, token=token, endpoint=endpoint, cache_dir=cache_dir,
-                    progress=progress)
-    if name is not None and len(fetched) != 1:
-        raise AdapterNameError(f"name= renames one adapter; {repo_id} gave {len(fetched)}: pass adapters=[...]")
-    with tempfile.TemporaryDirectory(prefix="adapterhub-pull-") as tmp:
-        staged = _stage(fetched, Path(tmp), progress)
-        targets = []
-        for fa, d, card in staged:
-            nm = validate_name(name or card.name)
-            where = f"{repo_id}" + (f"/{fa.subfolder}" if fa.subfolder else "")
-            if nm in model.adapters:
-                raise AdapterNameError(f"an adapter named {nm!r} is already loaded; delete it first or pass name=")
-            if nm in [t[1] for t in targets]:
-                raise AdapterNameError(f"{repo_id}: two adapters named {nm!r}")
-            check_base(model, card, where, allow_base_mismatch)
-            targets.append((d, nm, card))
-        entries = [_put(store, d, card.name) for d, _, card in targets]
-    loaded = []
-    try:
-        for entry, (_, nm, _) in zip(entries, targets):
-            loaded.append(model.load_adapter(entry.path, name=nm, allow_base_mismatch=allow_base_mismatch))
-    except BaseException:
-        for e in reversed(loaded):
-            with contextlib.suppress(Exception):
-                model.delete_adapter(e.name)
-        raise
-    single = len(loaded) == 1 and (isinstance(adapters, str) or (adapters is None and not fetched[0].subfolder))
-    return loaded[0] if single else loaded
+        staged = stage(fetched, Path(tmp), progress)
+        return [store_staged(store, d, card.name) for _, d, card in staged]

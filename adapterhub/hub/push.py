@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -143,36 +142,3 @@ def _multi_operations(api, repo_id: str, branch: str, head: str, present: set[st
 def push_dir(directory: str | os.PathLike, repo_id: str, **kwargs) -> PushResult:
     """Push one saved adapter directory (or store entry path). See :func:`push_dirs` for the options."""
     return push_dirs([directory], repo_id, **kwargs)
-
-
-def push_adapter(model, name: str, repo_id: str, *, private: bool = False, revision: str | None = None,
-                 commit_message: str | None = None, token: str | bool | None = None, endpoint: str | None = None,
-                 progress: bool = True, datasets: Sequence[str] | None = None) -> PushResult:
-    """``model.push_to_hub(name, repo_id, ...)``: the adapter's PEFT files, head, card and a README, one commit.
-    Into a multi-adapter repo, it is added to the index (its own folder)."""
-    return push_adapters(model, [name], repo_id, multi=None, private=private, revision=revision,
-                         commit_message=commit_message, token=token, endpoint=endpoint, progress=progress,
-                         datasets=datasets)
-
-
-def push_adapters(model, names: Sequence[str], repo_id: str, *, multi: bool | None = True, private: bool = False,
-                  revision: str | None = None, commit_message: str | None = None, token: str | bool | None = None,
-                  endpoint: str | None = None, progress: bool = True,
-                  datasets: Sequence[str] | None = None) -> PushResult:
-    """Several adapters of ``model`` into one repo (a folder each + index), in one commit. Adapters already in the
-    repo's index and not pushed now are kept."""
-    if isinstance(names, str):
-        names = [names]
-    for n in names:
-        model.entry(n)
-    validate_repo_id(repo_id)
-    with tempfile.TemporaryDirectory(prefix="adapterhub-push-") as tmp:
-        dirs = []
-        for n in names:
-            d = Path(tmp) / n
-            d.mkdir()
-            model.write_adapter_files(n, d)
-            dirs.append(d)
-        return push_dirs(dirs, repo_id, multi=multi, private=private, revision=revision,
-                         commit_message=commit_message, token=token, endpoint=endpoint, progress=progress,
-                         datasets=datasets)

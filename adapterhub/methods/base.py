@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
+from ..adapter_files import PREFIX
 from ..errors import AdapterHubError
 from ..routing import AdaptedLinear, UnitKind
 
@@ -202,9 +203,6 @@ class Method:
 
     def __repr__(self) -> str:
         return f"<method {self.name}>"
-
-
-PREFIX = "base_model.model."
 
 
 def strip_prefix(key: str) -> str:

