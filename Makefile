@@ -22,6 +22,7 @@ demo: venv
 	$(PY) -m adapterhub.demo
 
 test: venv
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest
 
 bench: venv

@@ -27,7 +27,7 @@ def _methods():
 
 
 def _is_method_config(obj: object) -> bool:
-    from .methods.base import MethodConfig
+    from .methods import MethodConfig
 
     return isinstance(obj, type) and issubclass(obj, MethodConfig) and obj is not MethodConfig
 

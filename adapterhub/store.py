@@ -19,7 +19,7 @@ from typing import Any
 
 from . import paths
 from .atomic import atomic_dir, discard
-from .card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from .files.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from .errors import AdapterFileError, AdapterNameError, StoreError, TargetExistsError
 from .names import MAX_LEN as MAX_NAME_LEN, NAME_RE, validate_name  # noqa: F401  (re-exported)
 

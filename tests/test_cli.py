@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adapterhub import AdapterModel, LoRA, __version__
-from adapterhub.card import CARD_FILE
+from adapterhub.files.card import CARD_FILE
 from adapterhub.cli import main
 from adapterhub.store import Store
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from adapterhub import AdapterModel, Bottleneck, LoRA
-from adapterhub.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from adapterhub.files.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from adapterhub.cli import main as cli
 from adapterhub.errors import AdapterFileError, AdapterNameError, BaseMismatchError
 from adapterhub.errors import HubError

@@ -142,9 +142,9 @@ def test_discard(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- pickle refusal
 def test_pickle_rule_local_listing(tmp_path):
-    from adapterhub.adapter_files import refuse_pickle_only
+    from adapterhub.files.adapter_dir import refuse_pickle_only
     from adapterhub.errors import AdapterFileError
-    from adapterhub.pickles import listing, refuse_pickle_weights
+    from adapterhub.files.pickles import listing, refuse_pickle_weights
 
     d = tmp_path / "adapter"
     d.mkdir()
@@ -167,7 +167,7 @@ def test_pickle_rule_local_listing(tmp_path):
 def test_pickle_rule_remote_listing():
     from adapterhub.errors import AdapterFileError
     from adapterhub.hub.layout import check_listing
-    from adapterhub.pickles import is_pickle
+    from adapterhub.files.pickles import is_pickle
 
     present = {"README.md", "adapter_config.json", "adapter_card.json", "sub/pytorch_model.bin",
                "sub/adapter_config.json", "sub/adapter_card.json", "sub/deeper/x.safetensors"}
@@ -181,7 +181,7 @@ def test_pickle_rule_remote_listing():
 
 
 def test_base_downloads_skip_pickles():
-    from adapterhub.pickles import PICKLE_PATTERNS
+    from adapterhub.files.pickles import PICKLE_PATTERNS
     from adapterhub.bases import HUB_IGNORE_PATTERNS
 
     assert set(PICKLE_PATTERNS) <= set(HUB_IGNORE_PATTERNS) and "*.bin" in HUB_IGNORE_PATTERNS

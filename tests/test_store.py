@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from adapterhub.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
+from adapterhub.files.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from adapterhub.errors import AdapterNameError, StoreError
 from adapterhub.store import Store, StoreEntry, parse_version, validate_name
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import BaseSourceError
-from ..pickles import PICKLE_PATTERNS
+from ..files.pickles import PICKLE_PATTERNS
 
 #: Files fetched from the Hub: configs, safetensors weights, tokenizer files. No pickles, ever.
 HUB_ALLOW_PATTERNS = [

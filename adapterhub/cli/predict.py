@@ -64,7 +64,7 @@ def _texts_and_refs(args: argparse.Namespace) -> tuple[list[str], list[str], lis
 
 def _resolve_sources(args: argparse.Namespace, refs: list[str]) -> dict[str, tuple[Path, str | None, dict]]:
     """ref -> (directory, name to register it under or None, card), for every ref; nothing heavy is loaded."""
-    from ..card import AdapterCard
+    from ..files.card import AdapterCard
 
     store = open_store(args)
     sources: dict[str, tuple[Path, str | None, dict]] = {}

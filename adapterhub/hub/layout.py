@@ -11,11 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..adapter_files import ADAPTER_FILES, sha256_file, verify_adapter_dir  # noqa: F401 (verify: re-exported)
-from ..card import CARD_FILE, CONFIG_FILE, AdapterCard
+from ..files.adapter_dir import ADAPTER_FILES, sha256_file, verify_adapter_dir  # noqa: F401 (verify: re-exported)
+from ..files.card import CARD_FILE, CONFIG_FILE, AdapterCard
 from ..errors import AdapterFileError, RepoIdError
 from ..names import validate_name, validate_path_in_repo
-from ..pickles import refuse_pickle_weights
+from ..files.pickles import refuse_pickle_weights
 
 INDEX_FILE = "adapterhub_index.json"
 README_FILE = "README.md"

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..card import CONFIG_FILE, WEIGHTS_FILE
+from ..files.card import CONFIG_FILE, WEIGHTS_FILE
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
 from ..names import is_repo_id
 

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..adapter_files import sha256_file
-from ..card import AdapterCard
+from ..files.adapter_dir import sha256_file
+from ..files.card import AdapterCard
 from ..errors import AdapterFileError, HubError
 from ..names import validate_name, validate_repo_id
 from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, README_FILE, REPO_FILES, SOURCE_FILE, check_listing,

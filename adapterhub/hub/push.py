@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from ..card import AdapterCard
+from ..files.card import AdapterCard
 from ..errors import AdapterNameError, HubError
 from ..names import validate_repo_id
 from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, INDEX_FORMAT, INDEX_VERSION, README_FILE, REPO_FILES,

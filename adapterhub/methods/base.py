@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..adapter_files import PREFIX
+from ..files.adapter_dir import PREFIX
 from ..errors import AdapterHubError
 from ..routing import AdaptedLinear, UnitKind
 

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..adapter_files import write_dir_atomically
+from ..files.adapter_dir import write_dir_atomically
 from ..errors import AdapterHubError, AdapterNameError
 from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from ..card import check_base
+from ..files.card import check_base
 from ..errors import AdapterNameError
 from ..hub.pull import fetch, stage, store_staged
 from ..hub.push import PushResult, push_dirs

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from torch import nn
 
-from ..adapter_files import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, read_json,
+from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, read_json,
                              read_safetensors, refuse_pickle_only, split_module_keys)
-from ..card import AdapterCard, check_base
+from ..files.card import AdapterCard, check_base
 from ..errors import AdapterFileError, AdapterHubError, BaseMismatchError
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..adapter_files import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, write_dir_atomically, write_json, write_safetensors
+from ..files.adapter_dir import HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, write_dir_atomically, write_json, write_safetensors
 from ..errors import AdapterHubError
 from ..heads import SEQ_CLS, TOKEN_CLS, head_from_config
 from ..merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_delta, lowrank_sum_factors,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..adapter_files import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, PREFIX, WEIGHTS_FILE, sha256_file,
+from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, PREFIX, WEIGHTS_FILE, sha256_file,
                              write_json, write_safetensors)
-from ..card import AdapterCard
+from ..files.card import AdapterCard
 from ..methods import get_method
 from ..version import __version__
 

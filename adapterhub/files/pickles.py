@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable
 
 from .card import WEIGHTS_FILE
-from .errors import AdapterFileError
+from ..errors import AdapterFileError
 
 #: torch.save / pickle files: ``adapter_model.bin``, ``pytorch_model.bin``, ``*.pt``, ``*.pkl``, ...
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")

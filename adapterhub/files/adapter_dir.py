@@ -12,10 +12,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .atomic import atomic_dir
+from ..atomic import atomic_dir
 from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
-from .errors import AdapterFileError
-from .names import validate_name
+from ..errors import AdapterFileError
+from ..names import validate_name
 from .pickles import listing, refuse_pickle_weights
 
 PREFIX = "base_model.model."

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import AdapterFileError
+from ..errors import AdapterFileError
 
 CARD_FILE = "adapter_card.json"
 CONFIG_FILE = "adapter_config.json"
@@ -63,7 +63,7 @@ def check_base(card: AdapterCard, fingerprint: dict[str, str], base_id: str, whe
                allow_weight_mismatch: bool = False) -> None:
     """The one base check: the card's base fingerprint must match ``fingerprint`` (of the base ``base_id``) in
     architecture, and in weights unless ``allow_weight_mismatch``. ``where`` names the adapter in errors."""
-    from .errors import BaseMismatchError
+    from ..errors import BaseMismatchError
 
     fp = card.base_fingerprint if isinstance(card.base_fingerprint, dict) else {}
     if fp.get("arch") != fingerprint["arch"]:
