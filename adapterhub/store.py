@@ -15,7 +15,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import paths
 from .atomic import atomic_dir, discard
@@ -122,25 +122,34 @@ class Store:
 
     def put(self, src_dir: Path, name: str) -> StoreEntry:
         """Copy ``src_dir`` into the store as the next version of ``name``; atomic."""
-        validate_name(name)
         src = Path(src_dir)
         if not src.is_dir():
             raise StoreError(f"cannot store {src}: not a directory")
         for f in REQUIRED_FILES:
             if not (src / f).is_file():
                 raise StoreError(f"cannot store {src}: missing {f}")
+        return self.put_with(name, lambda tmp: _copy_tree(src, tmp), what=str(src))
+
+    def put_with(self, name: str, write: Callable[[Path], None], what: str | None = None) -> StoreEntry:
+        """Store the next version of ``name`` by running ``write`` on the new version's (empty, temporary)
+        directory: the files are written once, in place, then renamed into view; atomic. ``write`` must leave
+        the required files there (else nothing is stored)."""
+        validate_name(name)
         vs = self.versions(name)
         v = vs[-1] + 1 if vs else 1
         while True:
             target = self.root / name / f"v{v}"
             try:
                 with atomic_dir(target) as tmp:
-                    _copy_tree(src, tmp)
+                    write(tmp)
+                    missing = [f for f in REQUIRED_FILES if not (tmp / f).is_file()]
+                    if missing:
+                        raise StoreError(f"cannot store {what or name!r}: missing {', '.join(missing)}")
             except TargetExistsError:  # lost a race with another writer: take the next number
                 v += 1
                 continue
             except OSError as e:
-                raise StoreError(f"could not store {src} as {name!r}: {e}") from e
+                raise StoreError(f"could not store {what or name!r} as {name!r}: {e}") from e
             return self._entry(name, v)
 
     def remove(self, name: str, version: int | str | None = None) -> list[StoreEntry]:

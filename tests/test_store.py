@@ -173,3 +173,24 @@ def test_put_retries_when_version_taken(store, tmp_path, monkeypatch):
     assert e.version == 3 and store.versions("demo") == [1, 2, 3]
     assert (e.path / WEIGHTS_FILE).read_bytes() == b"weights-c"
     assert not [p for p in (store.root / "demo").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_put_with_writes_once_in_place_and_refuses_incomplete(tmp_path):
+    from adapterhub.errors import StoreError
+    from adapterhub.store import Store
+
+    store = Store(tmp_path / "store")
+    seen = []
+
+    def write(d):
+        seen.append(d)
+        for f in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE):
+            (d / f).write_text("{}")
+
+    e = store.put_with("x", write)
+    assert e.version == 1 and len(seen) == 1 and seen[0].parent == e.path.parent  # written beside, renamed in
+    assert sorted(p.name for p in e.path.iterdir()) == sorted([CONFIG_FILE, WEIGHTS_FILE, CARD_FILE])
+    with pytest.raises(StoreError, match=f"missing {CARD_FILE}"):
+        store.put_with("x", lambda d: (d / CONFIG_FILE).write_text("{}") and (d / WEIGHTS_FILE).write_text("{}"))
+    assert store.versions("x") == [1]
+    assert [p.name for p in (tmp_path / "store" / "x").iterdir()] == ["v1"]  # no temp dir left behind

@@ -4,7 +4,6 @@ modules that the methods below call."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -266,15 +265,14 @@ class AdapterModel(nn.Module):
 
     def store_adapter(self, name: str, store=None, store_name: str | None = None, metrics: dict | None = None,
                       extra: dict | None = None):
-        """Save into the local store as a new version of ``store_name`` (default: ``name``); returns the store
-        entry. ``metrics``/``extra``: for the card."""
+        """Save into the local store as a new version of ``store_name`` (default: ``name``), written once, in place
+        (atomic); returns the store entry. ``metrics``/``extra``: for the card."""
         from ..store import Store
 
         store = store or Store()
         self.entry(name)
-        with tempfile.TemporaryDirectory(prefix="adapterhub-") as tmp:
-            writing.write_adapter_files(self, name, tmp, None, metrics, extra)
-            return store.put(Path(tmp), store_name or name)
+        return store.put_with(store_name or name, lambda d: writing.write_adapter_files(self, name, d, None, metrics,
+                                                                                        extra))
 
     def load_adapter(self, source: str | os.PathLike, name: str | None = None, version: int | str | None = None,
                      allow_base_mismatch: bool = False, store=None, revision: str | None = None,
