@@ -6,6 +6,7 @@ import ast
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,42 @@ def test_no_module_outside_methods_names_a_method():
             if value in names or value.lower() in names:
                 hits.append(f"adapterhub/{rel}:{line}: {value!r}")
     assert not hits, "method names outside adapterhub/methods/ (look them up in the registry):\n" + "\n".join(hits)
+
+
+def test_architecture_example_method_works_everywhere(tmp_path):
+    """The 30-line method in ARCHITECTURE.md, run as written: a new plug-in is usable with no change elsewhere."""
+    import re
+
+    import torch
+
+    from adapterhub import AdapterModel
+    from adapterhub.methods import methods
+    from adapterhub.methods import registry
+    from conftest import make_tokenizer, tiny_bert
+
+    text = (PKG.parent / "ARCHITECTURE.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    module = types.ModuleType("architecture_example")
+    sys.modules[module.__name__] = module  # dataclasses resolve annotations through the module
+    ns = module.__dict__
+    saved = dict(registry._METHODS)
+    try:
+        exec(compile(code, "ARCHITECTURE.md", "exec"), ns)
+        assert "output_bias" in methods()
+        model = AdapterModel(tiny_bert(), make_tokenizer(), base_id="tiny-bert")
+        for name, value in (("a", 0.5), ("b", -0.25)):
+            model.add_adapter(name, ns["OutputBias"](), labels=["x", "y"])
+            with torch.no_grad():
+                for p in model.adapter_parameters(name, include_head=False):
+                    p.fill_(value)
+        ids = torch.randint(5, 30, (4, 6))
+        mixed = model(ids, adapters=["a", "b", "b", "a"]).hidden_states
+        for i, n in enumerate(["a", "b", "b", "a"]):
+            torch.testing.assert_close(mixed[i:i + 1], model(ids[i:i + 1], adapters=n).hidden_states, atol=1e-6, rtol=0)
+        model.save_adapter("a", tmp_path / "a")
+        model.load_adapter(tmp_path / "a", name="a2")
+        torch.testing.assert_close(model(ids, adapters="a2").hidden_states, model(ids, adapters="a").hidden_states)
+    finally:
+        registry._METHODS.clear()
+        registry._METHODS.update(saved)
+        sys.modules.pop(module.__name__, None)
