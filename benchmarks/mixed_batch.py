@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
 import torch
 
-from adapterhub import AdapterModel, routing
+from adapterhub import AdapterModel
 from adapterhub.routing import AdaptedLinear
 from adapterhub.methods import LoRA
 
@@ -102,12 +102,12 @@ def add_adapters(model: AdapterModel, peft_base, k_max: int, kind: str, use_peft
         else:
             model.add_adapter(n, LoRA(r=RANK, target_modules="all-linear"), labels=["neg", "pos"])
     targets = model.entry(names[0]).targets
+    units = {n: model.adapter_units(n) for n in names}
     with torch.no_grad():
-        for mod in model.base.modules():
-            if isinstance(mod, AdaptedLinear):
-                for n in names:
-                    w = mod.units[n].lora_B.weight
-                    w.copy_((torch.randn(w.shape, generator=g) * 0.02).to(w))
+        for path in targets:
+            for n in names:
+                w = units[n][path].lora_B.weight
+                w.copy_((torch.randn(w.shape, generator=g) * 0.02).to(w))
     pm = None
     if use_peft:
         from peft import LoraConfig, get_peft_model
@@ -119,11 +119,10 @@ def add_adapters(model: AdapterModel, peft_base, k_max: int, kind: str, use_peft
         pm.set_adapter(names[0])
         with torch.no_grad():
             for path in targets:
-                ours = model.base.get_submodule(path)
                 theirs = pm.base_model.model.get_submodule(path)
                 for n in names:
-                    theirs.lora_A[n].weight.copy_(ours.units[n].lora_A.weight)
-                    theirs.lora_B[n].weight.copy_(ours.units[n].lora_B.weight)
+                    theirs.lora_A[n].weight.copy_(units[n][path].lora_A.weight)
+                    theirs.lora_B[n].weight.copy_(units[n][path].lora_B.weight)
         pm.eval()
     return names, targets, pm
 
@@ -156,7 +155,7 @@ def run_scenario(scenario: str, args) -> dict:
         mask = torch.ones_like(ids)
 
         def ours(rn):
-            with routing.routed(rn):
+            with model.routed(rn):
                 return model.base(input_ids=ids, attention_mask=mask).last_hidden_state
 
         def ours_full(rn):
@@ -182,14 +181,14 @@ def run_scenario(scenario: str, args) -> dict:
         mask = torch.ones(batch, seq + 1, dtype=torch.long, device=device)
         pre_names = row_names(names, k_max, batch)
         with torch.no_grad():
-            with routing.routed(pre_names):
+            with model.routed(pre_names):
                 cache_ours = model.base(input_ids=prefill, use_cache=True).past_key_values
             cache_base = copy.deepcopy(cache_ours)
             cache_peft = (pm(input_ids=prefill, use_cache=True, adapter_names=pre_names).past_key_values
                           if pm is not None else None)
 
         def ours(rn):
-            with routing.routed(rn):
+            with model.routed(rn):
                 return model.base(input_ids=new_tok, attention_mask=mask, past_key_values=cache_ours,
                                   use_cache=True).logits
 

@@ -125,8 +125,9 @@ def test_pull_into_store_and_load(hub, model):
     entry = m2.load_adapter("alice/sentiment", progress=False)
     assert entry.name == "sentiment" and m2.adapters == ["sentiment"]
     assert m2.predict(TEXTS, adapters="sentiment") == model.predict(TEXTS, adapters="sentiment")
-    assert torch.allclose(m2.base.encoder.layer[0].attention.self.query.units["sentiment"].lora_B.weight,
-                          model.base.encoder.layer[0].attention.self.query.units["sentiment"].lora_B.weight)
+    path = "encoder.layer.0.attention.self.query"
+    assert torch.allclose(m2.adapter_units("sentiment")[path].lora_B.weight,
+                          model.adapter_units("sentiment")[path].lora_B.weight)
     assert Store().versions("sentiment") == [1]
     # under another name
     again = m2.load_adapter("alice/sentiment", name="sentiment2", progress=False)

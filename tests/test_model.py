@@ -462,12 +462,12 @@ def test_generate_greedy_token_ids_match_alone():
     prompts = ["the film was", "i love paris and", "obama said"]
     route = ["bn", "lora8", "ada"]
     enc = tok(prompts, padding=True, return_tensors="pt")
-    with torch.no_grad(), routing.routed(route):
+    with torch.no_grad(), model.routed(route):
         seqs = base.generate(**enc, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
     new = seqs[:, enc["input_ids"].shape[1]:]
     for i, (p, n) in enumerate(zip(prompts, route)):
         e = tok([p], return_tensors="pt")
-        with torch.no_grad(), routing.routed([n]):
+        with torch.no_grad(), model.routed([n]):
             s = base.generate(**e, max_new_tokens=5, do_sample=False, pad_token_id=tok.pad_token_id)
         assert s[0, e["input_ids"].shape[1]:].tolist() == new[i].tolist(), (p, n)
 
@@ -703,19 +703,21 @@ def test_delete_adapter_frees(bert_model):
     ids_victim = {id(p) for p in victim}
     n_before = sum(p.numel() for p in model.parameters())
     n_victim = model.num_parameters("lora8")
+    key = model.entry("lora8").key  # the instance key its units are held under
+    assert any(key in m.units for m in model.base.modules() if isinstance(m, AdaptedLinear))
     del victim
     model.delete_adapter("lora8")
     assert model.active is None
     assert "lora8" not in model.adapters and "lora8" not in model.heads
     assert sum(p.numel() for p in model.parameters()) == n_before - n_victim
     assert not ids_victim & {id(p) for p in model.parameters()}
-    assert not any(".lora8." in k or k.startswith("heads.lora8") for k in model.state_dict())
+    assert not any(f".{key}." in k or k.startswith("heads.lora8") for k in model.state_dict())
     gc.collect()
     assert all(r() is None for r in refs), "deleted adapter's parameters are still referenced"
     # modules only lora8 touched are unwrapped; the rest keep the other adapters
     for path, m in model.base.named_modules():
         if isinstance(m, AdaptedLinear):
-            assert len(m) > 0 and "lora8" not in m.units
+            assert len(m) > 0 and key not in m.units
     assert "pooler.dense" not in adapted_paths(model)
     assert not any(p.endswith("intermediate.dense") for p in adapted_paths(model))  # only lora8 had it
     # the remaining adapters are untouched and still route

@@ -3,9 +3,10 @@ registry and the routed forward; predicting, reading/writing files and merging a
 modules that the methods below call."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -15,10 +16,11 @@ from ..errors import AdapterHubError, AdapterNameError
 from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
-from ..routing import AdaptedLinear, routed
+from ..routing import AdaptedLinear, Route, routed
 from . import loading, merging, predicting, writing
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
+from .registry import Registry
 from .units import attach_units, build_units, detach_units, units_of
 
 
@@ -37,7 +39,7 @@ class AdapterModel(nn.Module):
         self.base_fingerprint = fingerprint(base)
         self.heads = nn.ModuleDict()
         self.merge_state: merging.MergeState | None = None
-        self._registry: dict[str, AdapterEntry] = {}
+        self._registry = Registry()
         self._active: str | None = None
         self.train(base.training)
 
@@ -72,17 +74,19 @@ class AdapterModel(nn.Module):
     # ------------------------------------------------------------------------------------------------
     @property
     def adapters(self) -> list[str]:
-        return list(self._registry)
+        return self._registry.names()
 
     @property
     def active(self) -> str | None:
         return self._active
 
     def entry(self, name: str) -> AdapterEntry:
-        try:
-            return self._registry[name]
-        except (KeyError, TypeError):
-            raise AdapterNameError(f"unknown adapter {name!r}; loaded: {self.adapters}") from None
+        return self._registry.get(name)
+
+    def snapshot(self) -> Mapping[str, AdapterEntry]:
+        """Name -> entry of every loaded adapter, as of now (an immutable view: later loads and deletes make new
+        ones)."""
+        return self._registry.snapshot()
 
     @property
     def lm_head(self) -> nn.Module | None:
@@ -98,13 +102,14 @@ class AdapterModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.base.parameters()).device
 
-    def check_new_name(self, name: str) -> None:
-        """Raise unless ``name`` is a valid adapter name that is not loaded yet."""
+    def check_new_name(self, name: str, replace: bool = False) -> None:
+        """Raise unless ``name`` is a valid adapter name that is not loaded yet (``replace``: may be loaded)."""
         validate_name(name)
         if hasattr(nn.ModuleDict(), name):
             raise AdapterNameError(f"adapter name {name!r} is reserved")
-        if name in self._registry:
-            raise AdapterNameError(f"an adapter named {name!r} is already loaded; delete it first or pick another name")
+        if name in self._registry.snapshot() and not replace:
+            raise AdapterNameError(f"an adapter named {name!r} is already loaded; delete it first, pick another "
+                                   "name, or pass replace=True")
 
     def add_adapter(self, name: str, config: MethodConfig, task: str = SEQ_CLS, labels: Sequence[str] | None = None,
                     **head_options) -> AdapterEntry:
@@ -119,23 +124,42 @@ class AdapterModel(nn.Module):
         units = build_units(self.base, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)
 
-    def attach_adapter(self, entry: AdapterEntry, units: dict[str, nn.Module], head: Head) -> AdapterEntry:
+    def attach_adapter(self, entry: AdapterEntry, units: dict[str, nn.Module], head: Head,
+                       replace: bool = False) -> AdapterEntry:
         """Attach prebuilt units and head (see :func:`adapterhub.model.units.build_units`) under ``entry.name``.
-        Everything that can fail has been checked before; this only mutates the model."""
-        attach_units(self.base, entry.name, entry.method, units, self.training)
-        head.train(self.training)
-        self.heads[entry.name] = head.to(self.device)
-        self._registry[entry.name] = entry
+        Everything that can fail has been checked before; this only mutates the model. ``replace``: swap a loaded
+        adapter of that name for this one atomically (forwards already running finish on the old one)."""
+        with self._registry.lock:
+            self.check_new_name(entry.name, replace=replace)
+            old = self._registry.snapshot().get(entry.name)
+            if old is not None and self.merged == entry.name:
+                raise AdapterHubError(f"adapter {entry.name!r} is merged into the base weights; call unmerge() "
+                                      "before replacing it")
+            entry.key, entry.head = self._registry.new_key(entry.name), head
+            attach_units(self.base, entry.key, entry.method, units, self.training)
+            head.train(self.training)
+            self.heads[entry.name] = head.to(self.device)
+            old = self._registry.publish(entry)
+            if old is not None:
+                self._retire(old)
         return entry
 
+    def _retire(self, entry: AdapterEntry) -> None:
+        self._registry.retire(entry, lambda: detach_units(self.base, entry.key))
+
     def delete_adapter(self, name: str) -> None:
-        """Remove an adapter and its head, freeing their memory. Modules left with no adapter are unwrapped."""
-        self.entry(name)
-        detach_units(self.base, name)
-        del self.heads[name]
-        del self._registry[name]
-        if self._active == name:
-            self._active = None
+        """Remove an adapter and its head. Forwards already running finish with it; its memory is freed when the
+        last of them ends (at once when none runs). Modules left with no adapter are unwrapped."""
+        with self._registry.lock:
+            self.entry(name)
+            if self.merged == name:
+                raise AdapterHubError(f"adapter {name!r} is merged into the base weights; call unmerge() before "
+                                      "deleting it")
+            entry = self._registry.unpublish(name)
+            del self.heads[name]
+            if self._active == name:
+                self._active = None
+            self._retire(entry)
 
     def activate(self, name: str | None) -> None:
         """Make ``name`` the adapter used when no per-row list is given (``None``: no default)."""
@@ -148,13 +172,12 @@ class AdapterModel(nn.Module):
     # ------------------------------------------------------------------------------------------------
     def adapter_units(self, name: str) -> dict[str, nn.Module]:
         """Module path -> adapter ``name``'s unit on that module (its parameters)."""
-        self.entry(name)
-        return units_of(self.base, name)
+        return units_of(self.base, self.entry(name).key)
 
     def adapter_parameters(self, name: str, include_head: bool = True) -> list[nn.Parameter]:
         params = [p for unit in self.adapter_units(name).values() for p in unit.parameters()]
         if include_head:
-            params += list(self.heads[name].parameters())
+            params += list(self.entry(name).head.parameters())
         return params
 
     def num_parameters(self, name: str, include_head: bool = True) -> int:
@@ -165,7 +188,7 @@ class AdapterModel(nn.Module):
         and ``head.<tensor>``. The tensors are the live ones (clone them to keep a snapshot)."""
         out = {f"unit.{path}.{k}": v for path, unit in self.adapter_units(name).items()
                for k, v in unit.state_dict().items()}
-        out.update({f"head.{k}": v for k, v in self.heads[name].state_dict().items()})
+        out.update({f"head.{k}": v for k, v in self.entry(name).head.state_dict().items()})
         return out
 
     def load_adapter_state(self, name: str, state: Mapping[str, torch.Tensor]) -> None:
@@ -192,22 +215,54 @@ class AdapterModel(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # forward, predict, generate
     # ------------------------------------------------------------------------------------------------
-    def row_names(self, adapters: str | Sequence[str] | None, n_rows: int) -> list[str]:
+    def row_names(self, adapters: str | Sequence[str] | None, n_rows: int,
+                  snapshot: Mapping[str, AdapterEntry] | None = None) -> list[str]:
         """The adapter of each row: ``adapters`` as one name, a per-row list, or ``None`` (the active one)."""
+        snap = self._registry.snapshot() if snapshot is None else snapshot
         if adapters is None:
-            if self._active is None:
+            active = self._active
+            if active is None:
                 raise AdapterHubError("no adapter given and none active: call activate(name) or pass adapters=[...]")
-            return [self._active] * n_rows
+            adapters = active
         if isinstance(adapters, str):
-            self.entry(adapters)
+            if adapters not in snap:
+                raise AdapterNameError(f"unknown adapter {adapters!r}; loaded: {list(snap)}")
             return [adapters] * n_rows
         names = list(adapters)
         if len(names) != n_rows:
             raise AdapterHubError(f"adapters has {len(names)} names but the batch has {n_rows} rows")
-        unknown = sorted({n for n in names if n not in self._registry}, key=str)
+        unknown = sorted({n for n in names if not isinstance(n, str) or n not in snap}, key=str)
         if unknown:
-            raise AdapterNameError(f"unknown adapter(s) {unknown} in the batch; loaded: {self.adapters}")
+            raise AdapterNameError(f"unknown adapter(s) {unknown} in the batch; loaded: {list(snap)}")
         return names
+
+    @contextlib.contextmanager
+    def using(self, adapters, n_rows: int) -> Iterator[list[AdapterEntry]]:
+        """The entry of each row (``adapters`` as for :meth:`forward`, or a list of entries already resolved),
+        held for the block: a concurrent delete or replace frees them only after it."""
+        if isinstance(adapters, (list, tuple)) and adapters and isinstance(adapters[0], AdapterEntry):
+            if len(adapters) != n_rows:
+                raise AdapterHubError(f"adapters has {len(adapters)} entries but the batch has {n_rows} rows")
+            rows = list(adapters)
+        else:
+            snap = self._registry.snapshot()
+            rows = [snap[n] for n in self.row_names(adapters, n_rows, snap)]
+        keys = self._registry.acquire(rows)
+        try:
+            yield rows
+        finally:
+            self._registry.release(keys)
+
+    @contextlib.contextmanager
+    def routed(self, adapters, n_rows: int | None = None, repeat: int = 1) -> Iterator[Route]:
+        """Run base-model calls (``model.base(...)``, ``model.base.generate(...)``) with one adapter per row: the
+        route of ``adapters`` (names, one name, or resolved entries), each row repeated ``repeat`` times (beam
+        search), its adapters held for the block."""
+        n = n_rows if n_rows is not None else (1 if isinstance(adapters, str) or adapters is None else len(adapters))
+        with self.using(adapters, n) as rows:
+            route = Route([e.name for e in rows for _ in range(repeat)], [e.key for e in rows for _ in range(repeat)])
+            with routed(route):
+                yield route
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 adapters: str | Sequence[str] | None = None, labels: dict[str, torch.Tensor] | None = None,
@@ -215,26 +270,31 @@ class AdapterModel(nn.Module):
         """One pass over the base with one adapter per row; each adapter's head runs on its rows.
         ``labels`` (optional) maps adapter name -> labels for that adapter's rows, in row order."""
         n = input_ids.shape[0]
-        names = self.row_names(adapters, n)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         backbone = self.base.base_model if self.lm_head is not None else self.base
-        with routed(names):
-            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        with self.using(adapters, n) as rows:
+            with routed(Route([e.name for e in rows], [e.key for e in rows])):
+                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+            return self._heads_forward(rows, hidden, attention_mask, labels)
+
+    def _heads_forward(self, rows: list[AdapterEntry], hidden, attention_mask, labels) -> RoutedOutput:
+        n = len(rows)
         groups: dict[str, list[int]] = {}
-        for i, nm in enumerate(names):
-            groups.setdefault(nm, []).append(i)
-        rows, logits, losses = {}, {}, {}
-        lm_head = self.lm_head
+        entries: dict[str, AdapterEntry] = {}
+        for i, e in enumerate(rows):
+            groups.setdefault(e.name, []).append(i)
+            entries[e.name] = e
+        out, lm_head = RoutedOutput(hidden, {}, {}, {}, entries), self.lm_head
         for nm, idx in groups.items():
             r = torch.tensor(idx, device=hidden.device)
             h, m = (hidden, attention_mask) if len(idx) == n else (hidden.index_select(0, r),
                                                                    attention_mask.index_select(0, r))
-            rows[nm] = r
-            logits[nm] = self.heads[nm](h, m, lm_head)
+            out.rows[nm] = r
+            out.logits[nm] = entries[nm].head(h, m, lm_head)
             if labels is not None and nm in labels:
-                losses[nm] = self.heads[nm].loss(logits[nm], labels[nm])
-        return RoutedOutput(hidden, rows, logits, losses)
+                out.losses[nm] = entries[nm].head.loss(out.logits[nm], labels[nm])
+        return out
 
     def predict(self, texts: str | Sequence[str], adapters: str | Sequence[str] | None = None,
                 batch_size: int = 32, max_new_tokens: int = 32) -> list[Any]:
@@ -277,21 +337,22 @@ class AdapterModel(nn.Module):
     def load_adapter(self, source: str | os.PathLike, name: str | None = None, version: int | str | None = None,
                      allow_base_mismatch: bool = False, store=None, revision: str | None = None,
                      adapters: str | list[str] | None = None, token: str | None = None,
-                     endpoint: str | None = None, progress: bool = True):
+                     endpoint: str | None = None, progress: bool = True, replace: bool = False):
         """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
         multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
-        load leaves the registry exactly as it was."""
+        load leaves the registry exactly as it was. ``replace=True`` swaps in a new version of a loaded adapter
+        atomically: forwards already running finish on the old version, later ones use the new one."""
         if looks_like_repo_id(source):
             from . import hub_io
 
             return hub_io.load_from_hub(self, str(source), revision=revision, adapters=adapters, name=name,
                                         allow_base_mismatch=allow_base_mismatch, store=store, token=token,
-                                        endpoint=endpoint, progress=progress)
+                                        endpoint=endpoint, progress=progress, replace=replace)
         if revision is not None or adapters is not None:
             raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
         directory = loading.locate(source, version, store)
-        got = loading.read_adapter(self, directory, name, allow_base_mismatch)
-        return self.attach_adapter(got.entry, got.units, got.head)
+        got = loading.read_adapter(self, directory, name, allow_base_mismatch, replace=replace)
+        return self.attach_adapter(got.entry, got.units, got.head, replace=replace)
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,

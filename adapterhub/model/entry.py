@@ -12,7 +12,8 @@ from ..methods import Method, MethodConfig
 @dataclasses.dataclass
 class AdapterEntry:
     """The registry's record of one adapter: its method and config, task, the base modules it targets, and the
-    metrics / card extras it was loaded with (``source``: where it came from)."""
+    metrics / card extras it was loaded with (``source``: where it came from). ``key`` is the unique instance key
+    its units are held under in the modules (set when it is attached); ``head`` its task head."""
 
     name: str
     config: MethodConfig
@@ -22,6 +23,8 @@ class AdapterEntry:
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     source: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # card extras (e.g. datasets)
+    key: str = ""
+    head: Any = dataclasses.field(default=None, repr=False)
 
 
 @dataclasses.dataclass
@@ -33,6 +36,7 @@ class RoutedOutput:
     rows: dict[str, torch.Tensor]
     logits: dict[str, torch.Tensor]
     losses: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    entries: dict[str, AdapterEntry] = dataclasses.field(default_factory=dict, repr=False)  # what this forward used
 
     def gather(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
         """Per-adapter tensors (``values[name]`` has one entry per row of ``rows[name]``, all with the same trailing

@@ -13,7 +13,7 @@ from ..errors import AdapterNameError
 from ..hub.pull import fetch, stage, store_staged
 from ..hub.push import PushResult, push_dirs
 from ..names import validate_name, validate_repo_id
-from .loading import ReadAdapter, read_adapter
+from .loading import ReadAdapter, check_replacement, read_adapter
 from .writing import write_adapter_files
 
 
@@ -38,7 +38,7 @@ def push(model, names: str | Sequence[str], repo_id: str, *, multi: bool | None 
 def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: str | Sequence[str] | None = None,
                   name: str | None = None, allow_base_mismatch: bool = False, store=None,
                   token: str | bool | None = None, endpoint: str | None = None,
-                  cache_dir: str | os.PathLike | None = None, progress: bool = True):
+                  cache_dir: str | os.PathLike | None = None, progress: bool = True, replace: bool = False):
     """``model.load_adapter("user/repo", ...)``: everything is checked before the model changes (sha256 of every
     file, names valid, not loaded and distinct, the base fingerprint); the adapters are stored, read back from the
     store and only then attached, all at once. ``adapters``: a name or names of a multi-adapter repo (default:
@@ -58,12 +58,13 @@ def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: st
             nm = validate_name(name or card.name)
             if nm in chosen:
                 raise AdapterNameError(f"{repo_id}: two adapters named {nm!r}")
-            model.check_new_name(nm)
+            check_replacement(model, nm, card.task, card.labels, replace, repo_id)
             check_base(card, model.base_fingerprint, model.base_id,
                        repo_id + (f"/{fa.subfolder}" if fa.subfolder else ""), allow_base_mismatch)
             chosen.append(nm)
         entries = [store_staged(store, d, card.name) for _fa, d, card in staged]
-    read: list[ReadAdapter] = [read_adapter(model, e.path, nm, allow_base_mismatch) for e, nm in zip(entries, chosen)]
-    loaded = [model.attach_adapter(r.entry, r.units, r.head) for r in read]
+    read: list[ReadAdapter] = [read_adapter(model, e.path, nm, allow_base_mismatch, replace=replace)
+                               for e, nm in zip(entries, chosen)]
+    loaded = [model.attach_adapter(r.entry, r.units, r.head, replace=replace) for r in read]
     single = len(loaded) == 1 and (isinstance(adapters, str) or (adapters is None and not fetched[0].subfolder))
     return loaded[0] if single else loaded

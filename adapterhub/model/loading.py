@@ -11,11 +11,25 @@ from torch import nn
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, read_json,
                              read_safetensors, refuse_pickle_only, split_module_keys)
 from ..files.card import AdapterCard, check_base
-from ..errors import AdapterFileError, AdapterHubError, BaseMismatchError
+from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
 from .entry import AdapterEntry
 from .units import build_units, has_module
+
+
+def check_replacement(model, name: str, task: str, labels, replace: bool, where: str) -> None:
+    """``name`` must be new, or loaded and ``replace`` given; the error says what a replacement would change."""
+    loaded = model.snapshot().get(name)
+    if loaded is not None and not replace:
+        old_labels = loaded.head.labels if loaded.head is not None else None
+        changes = [f"task {loaded.task!r} -> {task!r}"] if loaded.task != task else []
+        if old_labels != labels:
+            changes.append(f"labels {old_labels} -> {labels}")
+        what = "; it would change " + ", ".join(changes) if changes else ""
+        raise AdapterNameError(f"{where}: an adapter named {name!r} is already loaded{what}; pass replace=True to "
+                               "swap the new version in, or load it under another name")
+    model.check_new_name(name, replace=replace)
 
 
 @dataclasses.dataclass
@@ -115,15 +129,16 @@ def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
     return head
 
 
-def read_adapter(model, directory: Path, name: str | None = None,
-                 allow_base_mismatch: bool = False) -> ReadAdapter:
-    """Read and check the adapter in ``directory`` for ``model`` (registered as ``name``, default the card's)."""
+def read_adapter(model, directory: Path, name: str | None = None, allow_base_mismatch: bool = False,
+                 replace: bool = False) -> ReadAdapter:
+    """Read and check the adapter in ``directory`` for ``model`` (registered as ``name``, default the card's;
+    ``replace``: may replace a loaded adapter of that name)."""
     directory = Path(directory)
     refuse_pickle_only(directory)
     card = AdapterCard.read(directory)
     method, config, cfg_dict = _method_and_config(directory, card)
     name = card.name if name is None else name
-    model.check_new_name(name)
+    check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
     targets = _targets(model.base, method, config, cfg_dict.get("target_modules"), directory)
     units = _units(model.base, method, config, targets, directory)

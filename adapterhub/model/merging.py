@@ -76,7 +76,8 @@ def merge(model, name: str) -> None:
         if current == name:
             raise AdapterHubError(f"adapter {name!r} is already merged")
         raise AdapterHubError(f"adapter {current!r} is merged; call unmerge() before merging {name!r}")
-    mods = adapted_modules(model.base, name)
+    key = e.key
+    mods = adapted_modules(model.base, key)
     for path, mod in mods.items():
         if not mod.base_layer.weight.is_floating_point():
             raise AdapterHubError(f"cannot merge into {path!r}: its weight is {mod.base_layer.weight.dtype}, "
@@ -87,8 +88,8 @@ def merge(model, name: str) -> None:
             for path, mod in mods.items():
                 w = mod.base_layer.weight
                 backup[path] = (mod, w.detach().clone())
-                w.copy_(_folded(w, e.method, mod.units[name]))
-                mod.merged_name = name
+                w.copy_(_folded(w, e.method, mod.units[key]))
+                mod.merged_name = key
         except BaseException:
             _restore(backup)
             raise
@@ -137,10 +138,10 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
     e = require_linear(model, name, "merged into the base weights")
     clean = clean_base_copy(model)
     with torch.no_grad():
-        for path, mod in adapted_modules(model.base, name).items():
+        for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
-            lin.weight = nn.Parameter(_folded(lin.weight, e.method, mod.units[name]), requires_grad=False)
-    head = model.heads[name]
+            lin.weight = nn.Parameter(_folded(lin.weight, e.method, unit), requires_grad=False)
+    head = model.entry(name).head
 
     def write(d: Path) -> None:
         clean.save_pretrained(str(d))
@@ -178,8 +179,9 @@ def combine(model, weights: Mapping[str, float], name: str, method: str = "linea
     entries = [require_linear(model, n, "combined (combination works on low-rank deltas)") for n in names]
     _check_compatible(model, names, entries)
     units = {n: model.adapter_units(n) for n in names}
+    keys = {e.key for e in entries}
     paths = [p for p, m in model.base.named_modules()  # module order
-             if isinstance(m, AdaptedLinear) and any(n in m.units for n in names)]
+             if isinstance(m, AdaptedLinear) and any(k in m.units for k in keys)]
     if rank is None:
         ranks = [int(e.method.lowrank_factors(next(iter(units[n].values())))[0].shape[0]) for n, e in
                  zip(names, entries)]
@@ -231,7 +233,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
 
 
 def _combined_head(model, names: list[str], weights: dict[str, float]):
-    first = model.heads[names[0]]
+    first = model.entry(names[0]).head
     head = head_from_config(first.config(), model.hidden_size)
     ref = next(first.parameters(), None)
     if ref is not None:
@@ -240,7 +242,7 @@ def _combined_head(model, names: list[str], weights: dict[str, float]):
     for k, t in first.state_dict().items():
         acc = torch.zeros_like(t, dtype=compute_dtype(t.device))
         for n in names:
-            acc += model.heads[n].state_dict()[k].to(acc.dtype) * weights[n]
+            acc += model.entry(n).head.state_dict()[k].to(acc.dtype) * weights[n]
         state[k] = acc.to(t.dtype)
     head.load_state_dict(state)
     return head
@@ -274,12 +276,12 @@ def _check_compatible(model, names: list[str], entries: list[AdapterEntry]) -> N
     if len(set(tasks.values())) > 1:
         raise AdapterHubError(f"combine: the adapters have different tasks ({_listing(tasks)}); only adapters "
                               "of one task combine")
-    labels = {n: model.heads[n].labels for n in names}
+    labels = {n: model.entry(n).head.labels for n in names}
     if any(v != labels[names[0]] for v in labels.values()):
         raise AdapterHubError(f"combine: the adapters have different labels ({_listing(labels)}); only "
                               "adapters with the same labels, in the same order, combine")
-    shapes = {n: {k: tuple(t.shape) for k, t in model.heads[n].state_dict().items()} for n in names}
-    pooling = {n: getattr(model.heads[n], "pooling", None) for n in names}
+    shapes = {n: {k: tuple(t.shape) for k, t in model.entry(n).head.state_dict().items()} for n in names}
+    pooling = {n: getattr(model.entry(n).head, "pooling", None) for n in names}
     if any(v != pooling[names[0]] for v in pooling.values()) or any(v != shapes[names[0]] for v in shapes.values()):
         raise AdapterHubError(f"combine: the adapters' heads differ (pooling: {_listing(pooling)}); only "
                               "adapters with the same head combine")

@@ -10,7 +10,6 @@ import torch
 
 from ..errors import AdapterHubError
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
-from ..routing import Route, routed
 
 # Fast tokenizers keep padding/truncation settings as state that each call resets: two threads tokenizing with
 # different settings (predict's encode vs generate's padded batch) corrupt each other's batches. All tokenizer
@@ -54,11 +53,12 @@ def _word_tags(labels: list[str], pred: list[int], n_real: int, word_ids: list, 
     return tags
 
 
-def _classify(model, texts: list[str], names: list[str]) -> list[Any]:
-    """One routed forward over a chunk; predictions scattered back to row order with one gather, one sync."""
-    tasks = [model.entry(n).task for n in names]
+def _classify(model, texts: list[str], rows: list) -> list[Any]:
+    """One routed forward over a chunk (``rows``: the entry of each row); predictions scattered back to row order
+    with one gather, one sync."""
+    tasks = [e.task for e in rows]
     ids, mask, word_ids = encode(model, texts, tasks)
-    res = model.forward(ids, mask, adapters=names)
+    res = model.forward(ids, mask, adapters=rows)
     width = ids.shape[1]
     per_adapter = {n: (lg.argmax(-1) if lg.dim() == 3 else lg.argmax(-1, keepdim=True).expand(-1, width))
                    for n, lg in res.logits.items()}
@@ -66,8 +66,8 @@ def _classify(model, texts: list[str], names: list[str]) -> list[Any]:
     n_real = mask.sum(1).tolist()
     side = model.tokenizer.padding_side
     out = []
-    for j, (name, task) in enumerate(zip(names, tasks)):
-        labels = model.heads[name].labels
+    for j, (e, task) in enumerate(zip(rows, tasks)):
+        labels = e.head.labels
         out.append(labels[pred[j][0]] if task == SEQ_CLS else
                    _word_tags(labels, pred[j], int(n_real[j]), word_ids[j], side))
     return out
@@ -77,25 +77,26 @@ def _classify(model, texts: list[str], names: list[str]) -> list[Any]:
 def predict(model, texts: str | Sequence[str], adapters: str | Sequence[str] | None = None, batch_size: int = 32,
             max_new_tokens: int = 32) -> list[Any]:
     """Per row: a label name (sequence classification), one tag per whitespace word (token classification), or
-    generated text (causal LM). Rows of every adapter share each forward."""
+    generated text (causal LM). Rows of every adapter share each forward; the adapters are resolved once and held
+    for the whole call (a concurrent replace or delete takes effect for later calls)."""
     single = isinstance(texts, str)
     texts = [texts] if single else list(texts)
-    names = model.row_names(adapters, len(texts))
     was_training = model.training
     if was_training:  # a model already in eval is not walked: the walk races with another thread's add/delete
         model.eval()
     try:
-        out: list[Any] = [None] * len(texts)
-        causal = [model.entry(n).task == CAUSAL_LM for n in names]
-        for want_causal in (False, True):
-            rows = [i for i, c in enumerate(causal) if c == want_causal]
-            for s in range(0, len(rows), batch_size):
-                chunk = rows[s:s + batch_size]
-                cn, ct = [names[i] for i in chunk], [texts[i] for i in chunk]
-                got = generate(model, ct, cn, max_new_tokens=max_new_tokens) if want_causal else \
-                    _classify(model, ct, cn)
-                for i, g in zip(chunk, got):
-                    out[i] = g
+        with model.using(adapters, len(texts)) as entries:
+            out: list[Any] = [None] * len(texts)
+            causal = [e.task == CAUSAL_LM for e in entries]
+            for want_causal in (False, True):
+                rows = [i for i, c in enumerate(causal) if c == want_causal]
+                for s in range(0, len(rows), batch_size):
+                    chunk = rows[s:s + batch_size]
+                    ce, ct = [entries[i] for i in chunk], [texts[i] for i in chunk]
+                    got = generate(model, ct, ce, max_new_tokens=max_new_tokens) if want_causal else \
+                        _classify(model, ct, ce)
+                    for i, g in zip(chunk, got):
+                        out[i] = g
     finally:
         if was_training:
             model.train(True)
@@ -109,21 +110,21 @@ def generate(model, texts: Sequence[str], adapters: str | Sequence[str] | None =
     if model.lm_head is None:
         raise AdapterHubError("generate needs a causal-LM base")
     texts = list(texts)
-    names = model.row_names(adapters, len(texts))
-    bad = sorted({n for n in names if model.entry(n).task != CAUSAL_LM})
-    if bad:
-        raise AdapterHubError(f"adapter(s) {bad} are not causal-lm adapters and cannot generate")
-    tok = model.tokenizer
-    with TOKENIZER_LOCK:  # padding_side as an argument: the shared tokenizer's own setting is left alone
-        enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
-    dev = model.device
-    ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
-    beams = int(gen_kwargs.get("num_beams", 1) or 1)
-    k = beams if beams > 1 else int(gen_kwargs.get("num_return_sequences", 1) or 1)
-    route = Route(names)
-    gen_kwargs.setdefault("do_sample", False)
-    gen_kwargs.setdefault("pad_token_id", tok.pad_token_id)
-    with routed(route.repeat_interleave(k) if k > 1 else route):
-        seqs = model.base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, **gen_kwargs)
+    with model.using(adapters, len(texts)) as rows:
+        bad = sorted({e.name for e in rows if e.task != CAUSAL_LM})
+        if bad:
+            raise AdapterHubError(f"adapter(s) {bad} are not causal-lm adapters and cannot generate")
+        tok = model.tokenizer
+        with TOKENIZER_LOCK:  # padding_side as an argument: the shared tokenizer's own setting is left alone
+            enc = tok(texts, return_tensors="pt", padding=True, padding_side="left")
+        dev = model.device
+        ids, mask = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
+        beams = int(gen_kwargs.get("num_beams", 1) or 1)
+        k = beams if beams > 1 else int(gen_kwargs.get("num_return_sequences", 1) or 1)
+        gen_kwargs.setdefault("do_sample", False)
+        gen_kwargs.setdefault("pad_token_id", tok.pad_token_id)
+        with model.routed(rows, repeat=k):
+            seqs = model.base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                       **gen_kwargs)
     with TOKENIZER_LOCK:
         return tok.batch_decode(seqs[:, ids.shape[1]:], skip_special_tokens=True)

@@ -59,9 +59,9 @@ def _set_child(base: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
-def attach_units(base: nn.Module, name: str, method: Method, units: dict[str, nn.Module], training: bool) -> None:
-    """Add adapter ``name``'s units to their modules, wrapping plain Linears first. Cannot fail: every check was
-    made when the units were built."""
+def attach_units(base: nn.Module, key: str, method: Method, units: dict[str, nn.Module], training: bool) -> None:
+    """Add the units of adapter instance ``key`` to their modules, wrapping plain Linears first. Cannot fail: every
+    check was made when the units were built."""
     for path, unit in units.items():
         mod = base.get_submodule(path)
         if not isinstance(mod, AdaptedLinear):
@@ -70,22 +70,23 @@ def attach_units(base: nn.Module, name: str, method: Method, units: dict[str, nn
             _set_child(base, path, wrapped)
             mod = wrapped
         unit.train(training)
-        mod.add(name, method, unit)
+        mod.add(key, method, unit)
 
 
-def adapted_modules(base: nn.Module, name: str) -> dict[str, AdaptedLinear]:
-    """Module path -> the wrapper holding a unit of adapter ``name``."""
-    return {path: mod for path, mod in base.named_modules() if isinstance(mod, AdaptedLinear) and name in mod.units}
+def adapted_modules(base: nn.Module, key: str) -> dict[str, AdaptedLinear]:
+    """Module path -> the wrapper holding a unit of adapter instance ``key``."""
+    return {path: mod for path, mod in base.named_modules() if isinstance(mod, AdaptedLinear) and key in mod.units}
 
 
-def units_of(base: nn.Module, name: str) -> dict[str, nn.Module]:
-    return {path: mod.units[name] for path, mod in adapted_modules(base, name).items()}
+def units_of(base: nn.Module, key: str) -> dict[str, nn.Module]:
+    return {path: mod.units[key] for path, mod in adapted_modules(base, key).items()}
 
 
-def detach_units(base: nn.Module, name: str) -> None:
-    """Remove adapter ``name``'s units; modules left with no adapter are unwrapped back to their Linear."""
-    for path, mod in list(adapted_modules(base, name).items()):
-        mod.remove(name)
+def detach_units(base: nn.Module, key: str) -> None:
+    """Remove the units of adapter instance ``key``; modules left with no adapter are unwrapped back to their
+    Linear."""
+    for path, mod in list(adapted_modules(base, key).items()):
+        mod.remove(key)
         if len(mod) == 0:
             _set_child(base, path, mod.base_layer)
 

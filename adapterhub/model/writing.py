@@ -15,7 +15,7 @@ from ..version import __version__
 def adapter_card(model, name: str, files: dict[str, str], metrics: dict | None = None,
                  extra: dict | None = None) -> AdapterCard:
     e = model.entry(name)
-    head = model.heads[name]
+    head = model.entry(name).head
     return AdapterCard(
         name=name, method=e.method.name, method_config=e.config.to_dict(), task=e.task, labels=head.labels,
         base_model=model.base_id, base_fingerprint=dict(model.base_fingerprint),
@@ -44,7 +44,7 @@ def write_adapter_files(model, name: str, directory: str | os.PathLike, convert_
     tensors = {f"{PREFIX}{p}.{suf}": t for p, ts in per_module.items() for suf, t in ts.items()}
     write_json(d / CONFIG_FILE, cfg_dict)
     write_safetensors(d / WEIGHTS_FILE, tensors)
-    head = model.heads[name]
+    head = model.entry(name).head
     write_json(d / HEAD_CONFIG_FILE, head.config())
     write_safetensors(d / HEAD_WEIGHTS_FILE, dict(head.state_dict()))
     files = {f: sha256_file(d / f) for f in (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)}

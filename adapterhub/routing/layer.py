@@ -32,6 +32,11 @@ if _TRACKING:
     _register_hook(_on_parameter_registration)
 
 
+def display_name(key: str) -> str:
+    """The adapter name of an instance key (``name#N`` -> ``name``)."""
+    return key.rsplit("#", 1)[0]
+
+
 class _Slots:
     """An immutable view of the adapters on one module. ``add``/``remove`` build a new one and swap it in with
     a single assignment (copy-on-write), and ``forward`` reads ``self._slots`` once: a forward running in one
@@ -51,8 +56,8 @@ class _Slots:
 
 
 class AdaptedLinear(nn.Module):
-    """Wraps a base Linear (kept untouched as ``base_layer``, as in peft). ``units[name]`` holds adapter
-    ``name``'s parameters for this module; the route decides which unit each batch row uses.
+    """Wraps a base Linear (kept untouched as ``base_layer``, as in peft). ``units[key]`` holds the parameters of
+    the adapter instance ``key`` for this module; the route decides which unit each batch row uses.
 
     ``merged_name``: set while that adapter's delta is folded into ``base_layer.weight``; its unit is then
     skipped, and routes with any other adapter are refused."""
@@ -92,7 +97,8 @@ class AdaptedLinear(nn.Module):
         if name not in s.methods:
             return
         if name == self.merged_name:
-            raise AdapterHubError(f"adapter {name!r} is merged into the base weights; call unmerge() before deleting it")
+            raise AdapterHubError(f"adapter {display_name(name)!r} is merged into the base weights; call unmerge() "
+                                  "before deleting it")
         self._slots = _Slots({k: v for k, v in s.units.items() if k != name},
                              {k: v for k, v in s.methods.items() if k != name})
         del self.units[name]
@@ -111,9 +117,10 @@ class AdaptedLinear(nn.Module):
         if merged is not None:
             if route.uniform == merged:
                 return base_out  # the delta is already in base_layer.weight
-            others = sorted(route.name_set - {merged})
-            raise AdapterHubError(f"adapter {merged!r} is merged into the base weights, so this model serves only "
-                                  f"{merged!r}; the batch also routes {others}: call unmerge() first")
+            name = display_name(merged)
+            others = sorted({n for n, k in zip(route.names, route.keys) if k != merged})
+            raise AdapterHubError(f"adapter {name!r} is merged into the base weights, so this model serves only "
+                                  f"{name!r}; the batch also routes {others}: call unmerge() first")
         if route.uniform is not None:
             unit = st.units.get(route.uniform)
             if unit is None:

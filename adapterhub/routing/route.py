@@ -17,14 +17,21 @@ _ROUTE: ContextVar["Route | None"] = ContextVar("adapterhub_route", default=None
 
 
 class Route:
-    """Per-row adapter names of one forward, with per-module index tensors cached for the forward's life."""
+    """Per-row adapters of one forward, with per-module index tensors cached for the forward's life.
 
-    __slots__ = ("names", "name_set", "uniform", "_index_cache")
+    ``names[i]`` is row ``i``'s adapter name; ``keys[i]`` the instance key its units are held under in the modules
+    (the model resolves names to keys from one registry snapshot; a bare ``Route(names)`` uses the names as keys).
+    ``uniform`` is the one key of a single-adapter batch, else ``None``."""
 
-    def __init__(self, names: Sequence[str]):
+    __slots__ = ("names", "keys", "name_set", "uniform", "_index_cache")
+
+    def __init__(self, names: Sequence[str], keys: Sequence[str] | None = None):
         self.names = tuple(names)
-        self.name_set = frozenset(self.names)
-        self.uniform = self.names[0] if len(self.name_set) == 1 else None
+        self.keys = tuple(keys) if keys is not None else self.names
+        if len(self.keys) != len(self.names):
+            raise ValueError(f"route: {len(self.keys)} keys for {len(self.names)} rows")
+        self.name_set = frozenset(self.keys)
+        self.uniform = self.keys[0] if len(self.name_set) == 1 else None
         self._index_cache: dict = {}
 
     def __len__(self) -> int:
@@ -37,12 +44,12 @@ class Route:
         if idx is None:
             pos = {n: i for i, n in enumerate(slots)}
             pad = len(slots)
-            idx = torch.tensor([pos.get(n, pad) for n in self.names], dtype=torch.long, device=device)
+            idx = torch.tensor([pos.get(n, pad) for n in self.keys], dtype=torch.long, device=device)
             self._index_cache[key] = idx
         return idx
 
     def select(self, candidates: tuple[str, ...], device: torch.device) -> tuple[tuple[str, ...], torch.Tensor | None]:
-        """The names of ``candidates`` (a module's adapters, in order) that this route uses, and the row -> slot
+        """The keys of ``candidates`` (a module's adapters, in order) that this route uses, and the row -> slot
         index into them; ``((), None)`` when none is used. Cached per (candidates, device) for the route's life:
         the modules of one model mostly hold the same adapters, so one lookup serves every layer."""
         key = ("select", candidates, device)
@@ -56,7 +63,7 @@ class Route:
 
     def repeat_interleave(self, k: int) -> "Route":
         """Route for a batch whose rows were each repeated ``k`` times (beam search, num_return_sequences)."""
-        return Route([n for n in self.names for _ in range(k)])
+        return Route([n for n in self.names for _ in range(k)], [c for c in self.keys for _ in range(k)])
 
 
 def current_route() -> Route | None:

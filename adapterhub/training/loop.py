@@ -331,7 +331,6 @@ class Trainer:
     @torch.no_grad()
     def _exact_match(self, t: str, feats: list[dict]) -> float:
         """Greedy generation from each held-out prompt vs its reference completion (same on every process)."""
-        from .. import routing
         from ..data import exact_match
 
         tok, model = self.model.tokenizer, self.model
@@ -347,7 +346,7 @@ class Trainer:
             pad = tok.pad_token_id
             ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=self.acc.device)
             mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=self.acc.device)
-            with routing.routed([t] * len(chunk)):
+            with model.routed(t, len(chunk)):
                 out = model.base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_new, do_sample=False,
                                           pad_token_id=pad)
             preds += tok.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -1,0 +1,85 @@
+"""The adapter registry: name -> :class:`~adapterhub.model.entry.AdapterEntry`, safe under concurrent forwards.
+
+- The mapping is replaced, never mutated (copy-on-write under one lock): a forward takes one snapshot and sees one
+  consistent set of adapters for all its rows and layers.
+- Each attached adapter has a unique instance ``key`` (``name#N``): the modules hold its units under that key, so a
+  new version can be attached under the same name while forwards still use the old one (hot reload).
+- Forwards hold their adapters (:meth:`Registry.acquire` / :meth:`Registry.release`); removing or replacing an
+  adapter unpublishes it at once and detaches it (frees its units and slots) when the last forward using it ends.
+"""
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Callable, Iterable, Mapping
+
+from ..errors import AdapterNameError
+from .entry import AdapterEntry
+
+
+class Registry:
+    def __init__(self):
+        self.lock = threading.RLock()  # serialises every change to the registry and to the modules
+        self._entries: dict[str, AdapterEntry] = {}
+        self._uses: dict[str, int] = {}
+        self._retired: dict[str, Callable[[], None]] = {}
+        self._ids = itertools.count(1)
+
+    def snapshot(self) -> Mapping[str, AdapterEntry]:
+        """The current mapping (never mutated afterwards)."""
+        return self._entries
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, name: str) -> AdapterEntry:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise AdapterNameError(f"unknown adapter {name!r}; loaded: {list(self._entries)}") from None
+
+    def new_key(self, name: str) -> str:
+        return f"{name}#{next(self._ids)}"
+
+    def publish(self, entry: AdapterEntry) -> AdapterEntry | None:
+        """Make ``entry`` the adapter of its name; returns the entry it replaces (the caller retires it)."""
+        with self.lock:
+            old = self._entries.get(entry.name)
+            self._entries = {**self._entries, entry.name: entry}
+            return old
+
+    def unpublish(self, name: str) -> AdapterEntry:
+        with self.lock:
+            entry = self.get(name)
+            self._entries = {k: v for k, v in self._entries.items() if k != name}
+            return entry
+
+    def retire(self, entry: AdapterEntry, detach: Callable[[], None]) -> None:
+        """Run ``detach`` now if no forward uses ``entry``, else when the last one ends."""
+        with self.lock:
+            if self._uses.get(entry.key, 0) == 0:
+                detach()
+            else:
+                self._retired[entry.key] = detach
+
+    def acquire(self, entries: Iterable[AdapterEntry]) -> tuple[str, ...]:
+        with self.lock:
+            keys = tuple({e.key for e in entries})
+            for k in keys:
+                self._uses[k] = self._uses.get(k, 0) + 1
+            return keys
+
+    def release(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            for k in keys:
+                n = self._uses[k] - 1
+                if n:
+                    self._uses[k] = n
+                    continue
+                del self._uses[k]
+                detach = self._retired.pop(k, None)
+                if detach is not None:
+                    detach()
+
+    def in_use(self, entry: AdapterEntry) -> bool:
+        return self._uses.get(entry.key, 0) > 0
