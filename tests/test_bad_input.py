@@ -17,7 +17,7 @@ from adapterhub import paths
 from adapterhub.errors import (AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError,
                                StoreError)
 from adapterhub.routing import AdaptedLinear
-from conftest import make_tokenizer, tiny_bert, tiny_llama
+from conftest import resign, make_tokenizer, tiny_bert, tiny_llama
 
 LABELS = ["neg", "pos"]
 
@@ -295,7 +295,47 @@ def test_corrupt_safetensors(model, saved, tmp_path, fname, how):
     f = d / fname
     data = f.read_bytes()
     f.write_bytes({"half": data[: len(data) // 2], "garbage": b"\x9f\x00garbage" * 50, "empty": b""}[how])
+    failed_load(model, d, AdapterFileError, rf"{fname}: sha256 .*corrupted or tampered file, refused", d)
+    resign(d)  # the card now vouches for the broken bytes: the parser must still refuse them
     failed_load(model, d, AdapterFileError, rf"{fname}.*corrupt or truncated", d)
+
+
+@pytest.mark.parametrize("fname", ["adapter_model.safetensors", "adapterhub_head.safetensors"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_refused(model, saved, tmp_path, fname, value):
+    from safetensors.torch import load_file, save_file
+
+    d = copy_dir(saved, tmp_path / "nonfinite")
+    st = load_file(str(d / fname))
+    k = sorted(st)[0]
+    st[k] = st[k].clone()
+    st[k].view(-1)[0] = value
+    save_file(st, str(d / fname))
+    resign(d)  # a signed file, but one that would give NaN outputs
+    failed_load(model, d, AdapterFileError, rf"{fname}: tensor '{re.escape(k)}' holds NaN or Inf values", d)
+
+
+def test_bit_flip_refused_from_directory_store_and_cli(model, saved, tmp_path, capsys):
+    """One flipped bit in the weights: refused by load_adapter(dir), load_adapter(store name) and the CLI."""
+    from adapterhub.cli import main
+
+    d = copy_dir(saved, tmp_path / "flip")
+    data = bytearray((d / "adapter_model.safetensors").read_bytes())
+    data[-3] ^= 0x10
+    (d / "adapter_model.safetensors").write_bytes(bytes(data))
+    failed_load(model, d, AdapterFileError, r"adapter_model\.safetensors: sha256 .*tampered", d)
+    entry = model.store_adapter("keep")
+    stored = bytearray((entry.path / "adapter_model.safetensors").read_bytes())
+    stored[-3] ^= 0x10
+    (entry.path / "adapter_model.safetensors").write_bytes(bytes(stored))
+    failed_load(model, "keep", AdapterFileError, r"sha256 .*tampered", name="keep2")
+    base_dir = tmp_path / "base"  # the same tiny base on disk, for the CLI
+    tiny_bert().save_pretrained(base_dir)
+    make_tokenizer().save_pretrained(base_dir)
+    capsys.readouterr()
+    assert main(["predict", "keep", "a fine film", "--base", str(base_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors: sha256" in err and "tampered" in err
 
 
 def test_corrupt_json_files(model, saved, tmp_path):
@@ -410,6 +450,7 @@ def test_weights_not_matching_config(model, saved, tmp_path):
     d = copy_dir(saved, tmp_path / "missing")
     st2 = {k: v for k, v in st.items() if "layer.1.output.dense" not in k}
     save_file(st2, str(d / "adapter_model.safetensors"))
+    resign(d)
     failed_load(model, d, AdapterFileError, r"no weights for target module 'encoder\.layer\.1\.output\.dense'", d)
 
     # a tensor of the wrong rank
@@ -418,6 +459,7 @@ def test_weights_not_matching_config(model, saved, tmp_path):
     k = next(k for k in st3 if k.endswith("lora_A.weight"))
     st3[k] = torch.zeros(7, st3[k].shape[1])
     save_file(st3, str(d / "adapter_model.safetensors"))
+    resign(d)
     failed_load(model, d, BaseMismatchError, r"has shape \(7, 32\)", d)
 
     # a key outside the peft layout
@@ -425,6 +467,7 @@ def test_weights_not_matching_config(model, saved, tmp_path):
     st4 = dict(st)
     st4["model.weird"] = torch.zeros(1)
     save_file(st4, str(d / "adapter_model.safetensors"))
+    resign(d)
     failed_load(model, d, AdapterFileError, r"'model\.weird' does not start with 'base_model\.model\.'", d)
 
 
@@ -574,4 +617,6 @@ def test_failed_loads_leave_store_unchanged(model, saved, tmp_path):
     model.store_adapter("keep")
     entry_dir = paths.store_dir() / "keep" / "v1"
     (entry_dir / "adapter_model.safetensors").write_bytes(b"\x00" * 20)
+    failed_load(model, "keep", AdapterFileError, r"sha256 .*corrupted or tampered", name="other")
+    resign(entry_dir)
     failed_load(model, "keep", AdapterFileError, r"corrupt or truncated", name="other")

@@ -16,7 +16,7 @@ from torch import nn
 from adapterhub import AdaLoRA, AdapterModel, Bottleneck, LoRA, __version__
 from adapterhub.routing import AdaptedLinear
 from adapterhub.store import Store
-from conftest import make_tokenizer, tiny_bert, tiny_llama
+from conftest import resign, make_tokenizer, tiny_bert, tiny_llama
 
 FILES = {"adapter_config.json", "adapter_model.safetensors", "adapterhub_head.json", "adapterhub_head.safetensors",
          "adapter_card.json"}
@@ -542,6 +542,7 @@ def test_peft_saved_lora_loads_into_ours(tmp_path):
     model.delete_adapter("x")
     for f in ("adapter_config.json", "adapter_model.safetensors"):
         (d / f).write_bytes((tmp_path / "peft" / f).read_bytes())
+    resign(d)  # our card, vouching for peft's files
     assert json.loads((d / "adapter_config.json").read_text())["target_modules"] in (["q_proj", "v_proj"],
                                                                                        ["v_proj", "q_proj"])
     model.load_adapter(d, name="x")

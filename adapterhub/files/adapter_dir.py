@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load as safetensors_load, save_file
 
 from ..atomic import atomic_dir
 from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
@@ -46,19 +46,39 @@ def write_json(path: Path, d: dict[str, Any]) -> None:
     path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
 
 
-def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path, what: str, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, read once. ``sha256``: the digest the card records; a file whose bytes
+    differ is refused before any tensor is built. Non-finite values (NaN, Inf) are refused too."""
     if not path.is_file():
         if path.name == WEIGHTS_FILE:
             refuse_pickle_only(path.parent)
         raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
     try:
-        out = {}
-        with safe_open(str(path), framework="pt") as f:
-            for k in f.keys():
-                out[k] = f.get_tensor(k)
-        return out
+        data = path.read_bytes()
+    except OSError as e:
+        raise AdapterFileError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise AdapterFileError(f"{path}: sha256 {got[:16]}..., the card says {str(sha256)[:16]}...: corrupted or "
+                                   "tampered file, refused")
+    try:
+        out = safetensors_load(data)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise AdapterFileError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    for k, t in out.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise AdapterFileError(f"{path}: tensor {k!r} holds NaN or Inf values ({what}), refused")
+    return out
+
+
+def card_sha256(card: AdapterCard, fname: str, where: str) -> str:
+    """The sha256 the card records for ``fname`` (refused when it records none)."""
+    files = card.files if isinstance(card.files, dict) else {}
+    sha = files.get(fname)
+    if not isinstance(sha, str) or len(sha) != 64:
+        raise AdapterFileError(f"{where}: the card has no sha256 for {fname}")
+    return sha
 
 
 def refuse_pickle_only(directory: Path) -> None:

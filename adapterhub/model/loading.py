@@ -8,8 +8,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, read_json,
-                             read_safetensors, refuse_pickle_only, split_module_keys)
+from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, card_sha256,
+                                 read_json, read_safetensors, refuse_pickle_only, split_module_keys)
 from ..files.card import AdapterCard, check_base
 from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from ..heads import CAUSAL_LM, Head, head_from_config
@@ -88,10 +88,11 @@ def _targets(base: nn.Module, method: Method, config: MethodConfig, spec, direct
     return targets
 
 
-def _units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str],
-           directory: Path) -> dict[str, nn.Module]:
+def _units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str], directory: Path,
+           card: AdapterCard) -> dict[str, nn.Module]:
     units = build_units(base, method, config, targets, init=False)  # every value comes from the file
-    state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights")
+    state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights",
+                             card_sha256(card, WEIGHTS_FILE, str(directory)))
     suffixes = {s for u in units.values() for s in method.unit_file_state(u)}
     per_module = split_module_keys(state, suffixes)
     extra = sorted(set(per_module) - set(units))
@@ -115,7 +116,8 @@ def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
     if head_cfg.get("labels") != card.labels:
         raise AdapterFileError(f"{directory}: head labels {head_cfg.get('labels')} != card labels {card.labels}")
     head = head_from_config(head_cfg, hidden_size)
-    head_state = read_safetensors(directory / HEAD_WEIGHTS_FILE, "the task head weights")
+    head_state = read_safetensors(directory / HEAD_WEIGHTS_FILE, "the task head weights",
+                                  card_sha256(card, HEAD_WEIGHTS_FILE, str(directory)))
     expected = head.state_dict()
     if set(head_state) != set(expected):
         raise AdapterFileError(f"{directory / HEAD_WEIGHTS_FILE}: tensors {sorted(head_state)} != expected "
@@ -141,7 +143,7 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
     targets = _targets(model.base, method, config, cfg_dict.get("target_modules"), directory)
-    units = _units(model.base, method, config, targets, directory)
+    units = _units(model.base, method, config, targets, directory, card)
     head = _head(directory, card, model.hidden_size)
     if card.task == CAUSAL_LM and model.lm_head is None:
         raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
