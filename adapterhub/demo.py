@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from .training import train_recipe
 
     recipe = load_recipe(args.recipe, DEMO_SETTINGS + args.overrides)
-    print(f"== 1. train {list(recipe.tasks)} jointly on {recipe.base} ({recipe.training['steps']} steps)")
+    print(f"== 1. train {list(recipe.tasks)} jointly on {recipe.base} ({recipe.training.steps} steps)")
     t0 = time.perf_counter()
     results = train_recipe(recipe)
     print(f"   trained in {time.perf_counter() - t0:.0f} s")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     model = AdapterModel.from_pretrained(recipe.base)
     store = Store()
     for task in recipe.tasks:
-        entry = store.get(recipe.output["store_prefix"] + task)
+        entry = store.get(recipe.output.store_prefix + task)
         model.load_adapter(entry.path, name=task)
         print(f"   {task:<10} v{entry.version}  {entry.card['method']:<10} {model.num_parameters(task):>8,} params  "
               f"test metrics: { {k: round(v, 4) for k, v in entry.card['metrics'].get('test', {}).items() if isinstance(v, float)} }")

@@ -279,6 +279,6 @@ def test_two_process_ddp_identical_weights_and_gathered_metrics(workspace):
 
 def test_overrides_and_yaml_read_scientific_notation_as_float(workspace):
     path = write_recipe(workspace)
-    assert load_recipe(path, ["training.lr=1e-4"]).training["lr"] == 1e-4
+    assert load_recipe(path, ["training.lr=1e-4"]).training.lr == 1e-4
     path.write_text(path.read_text().replace("lr: 0.005", "lr: 5e-3"))
-    assert load_recipe(path).training["lr"] == 5e-3
+    assert load_recipe(path).training.lr == 5e-3

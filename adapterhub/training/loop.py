@@ -62,7 +62,7 @@ class Trainer:
         self.run_dir = Path(run_dir or recipe.run_dir)
         logging = ["tensorboard"] if _has_tensorboard() else []
         self.acc = accelerator or Accelerator(
-            mixed_precision=tr["mixed_precision"], gradient_accumulation_steps=tr["grad_accum"],
+            mixed_precision=tr.mixed_precision, gradient_accumulation_steps=tr.grad_accum,
             log_with=logging or None, project_dir=str(self.run_dir),
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         self.show_progress = show_progress and self.acc.is_local_main_process
@@ -86,11 +86,11 @@ class Trainer:
         for name, spec in r.tasks.items():
             if spec.type == CAUSAL_LM and self.model.lm_head is None:
                 raise RecipeError(f"tasks.{name}.type: causal-lm needs a causal-LM base; {r.base!r} has no LM head")
-            self.tasks[name] = prepare_task(spec, self.model.tokenizer, r.training["seed"], r.base_dir)
+            self.tasks[name] = prepare_task(spec, self.model.tokenizer, r.training.seed, r.base_dir)
         for name, spec in r.tasks.items():
             if name in self.model.adapters:
                 raise RecipeError(f"tasks.{name}: the model already holds an adapter named {name!r}")
-        torch.manual_seed(r.training["seed"])  # adapter and head initialisation is part of the seeded run
+        torch.manual_seed(r.training.seed)  # adapter and head initialisation is part of the seeded run
         for name, spec in r.tasks.items():
             self.model.add_adapter(name, spec.method_config, task=spec.type, labels=self.tasks[name].labels,
                                    **spec.head)
@@ -106,7 +106,7 @@ class Trainer:
         acc.wait_for_everyone()
         if acc.log_with:
             acc.init_trackers("adapterhub", config={"recipe": self.recipe.name})
-        mode = self.recipe.training["mode"]
+        mode = self.recipe.training.mode
         groups = [list(self.tasks)] if mode == "joint" else [[t] for t in self.tasks]
         results = {}
         for gi, names in enumerate(groups):
@@ -119,11 +119,11 @@ class Trainer:
 
     def _steps_for(self, names: list[str]) -> int:
         tr = self.recipe.training
-        if tr["steps"] is not None:
-            return int(tr["steps"])
+        if tr.steps is not None:
+            return int(tr.steps)
         n = sum(len(self.tasks[t].train) for t in names)
-        per_step = tr["batch_size"] * tr["grad_accum"] * self.acc.num_processes
-        return max(1, math.ceil(tr["epochs"] * n / per_step))
+        per_step = tr.batch_size * tr.grad_accum * self.acc.num_processes
+        return max(1, math.ceil(tr.epochs * n / per_step))
 
     def _train_group(self, names: list[str], tag: str, resume: bool) -> dict[str, Any]:
         from transformers import get_scheduler
@@ -132,24 +132,24 @@ class Trainer:
         steps = self._steps_for(names)
         groups = []
         for t in names:
-            lr = self.recipe.tasks[t].lr or tr["lr"]
-            groups.append({"params": model.adapter_parameters(t), "lr": lr, "weight_decay": tr["weight_decay"],
+            lr = self.recipe.tasks[t].lr or tr.lr
+            groups.append({"params": model.adapter_parameters(t), "lr": lr, "weight_decay": tr.weight_decay,
                            "name": t})
         for t in model.adapters:  # only this group's adapters train
             for p in model.adapter_parameters(t):
                 p.requires_grad_(t in names)
-        opt = torch.optim.AdamW(groups, lr=tr["lr"])
-        sched_name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[tr["schedule"]]
-        sched = get_scheduler(sched_name, opt, num_warmup_steps=tr["warmup_steps"], num_training_steps=steps)
+        opt = torch.optim.AdamW(groups, lr=tr.lr)
+        sched_name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[tr.schedule]
+        sched = get_scheduler(sched_name, opt, num_warmup_steps=tr.warmup_steps, num_training_steps=steps)
         loss_mod = _LossModule(model)
         loss_mod, opt, sched = acc.prepare(loss_mod, opt, sched)
         weights = {t: float(self.recipe.tasks[t].loss_weight) for t in names}
         self.method_hooks = self._method_hooks(names)
         by_adapter = {n: h for h in self.method_hooks.values() for n in h.names}
-        rank_seed = tr["seed"] * 1000 + acc.process_index
+        rank_seed = tr.seed * 1000 + acc.process_index
         streams = {t: ExampleStream(len(self.tasks[t].train), rank_seed + i) for i, t in enumerate(names)}
-        sampler = TaskSampler({t: len(self.tasks[t].train) for t in names}, tr["sampling"], tr["temperature"],
-                              rank_seed, tr["progressive"])
+        sampler = TaskSampler({t: len(self.tasks[t].train) for t in names}, tr.sampling, tr.temperature,
+                              rank_seed, tr.progressive)
         torch.manual_seed(rank_seed)
         best: dict[str, dict[str, Any]] = {t: {"score": -math.inf, "step": 0, "state": None, "metrics": {}} for t in names}
         bad_evals = 0
@@ -158,15 +158,15 @@ class Trainer:
         log_path = self.run_dir / "metrics.jsonl"
         if resume:
             start, bad_evals = self._load_checkpoint(ckpt_root, names, opt, sched, streams, sampler, best)
-        eval_every = tr["eval_every"] or max(1, steps // 4)
-        save_every = tr["save_every"]
+        eval_every = tr.eval_every or max(1, steps // 4)
+        save_every = tr.save_every
         bar = tqdm(total=steps, initial=start, desc=f"train {tag}", disable=not self.show_progress, dynamic_ncols=True)
         t0 = time.perf_counter()
         step = start
         running: dict[str, list[float]] = {t: [] for t in names}
         loss_mod.train()
         while step < steps:
-            for _ in range(tr["grad_accum"]):
+            for _ in range(tr.grad_accum):
                 batch = self._joint_batch(names, streams, sampler, step) if len(names) > 1 else \
                     self._single_batch(names[0], streams[names[0]])
                 with acc.accumulate(loss_mod):
@@ -174,8 +174,8 @@ class Trainer:
                         total, parts = loss_mod(batch["input_ids"], batch["attention_mask"], batch["adapters"],
                                                 batch["labels"], weights, by_adapter)
                     acc.backward(total)
-                    if acc.sync_gradients and tr["max_grad_norm"]:
-                        acc.clip_grad_norm_([p for g in groups for p in g["params"]], tr["max_grad_norm"])
+                    if acc.sync_gradients and tr.max_grad_norm:
+                        acc.clip_grad_norm_([p for g in groups for p in g["params"]], tr.max_grad_norm)
                     opt.step()
                     sched.step()
                     if acc.sync_gradients:  # real optimizer steps only; grads still present
@@ -186,7 +186,7 @@ class Trainer:
                     running[t].append(float(l))
             step += 1
             bar.update(1)
-            if step % tr["log_every"] == 0 or step == steps:
+            if step % tr.log_every == 0 or step == steps:
                 rec = {"step": step, "group": tag, "split": "train", "time": round(time.perf_counter() - t0, 3),
                        "lr": sched.get_last_lr()[0]}
                 rec.update({f"loss/{t}": sum(v) / len(v) for t, v in running.items() if v})
@@ -209,7 +209,7 @@ class Trainer:
                                    "state": {k: v.detach().clone() for k, v in self._adapter_state(t).items()}}
                 bad_evals = 0 if improved else bad_evals + 1
                 model.train()
-                if tr["early_stopping"] and bad_evals >= tr["early_stopping"]:
+                if tr.early_stopping and bad_evals >= tr.early_stopping:
                     if self.show_progress:
                         bar.write(f"early stopping at step {step}: no improvement in {bad_evals} evaluations")
                     step = steps
@@ -230,8 +230,7 @@ class Trainer:
             test = self.evaluate(t, "test", full=True)
             results[t] = {"best_step": best[t]["step"], "validation": _scalars(best[t]["metrics"]),
                           "test": test, "train_seconds": round(elapsed, 2), "steps": steps}
-            data = self.recipe.tasks[t].data
-            self.model.entry(t).extra["datasets"] = [str(data.get("name") or Path(str(data.get("path", "data"))).name)]
+            self.model.entry(t).extra["datasets"] = [self.recipe.tasks[t].data.label]
             self.model.entry(t).metrics = {"validation": _scalars(best[t]["metrics"]), "test": _scalars(test),
                                            "best_step": best[t]["step"], "steps": steps, "recipe": self.recipe.name}
         self._write_digest(names, tag)
@@ -243,10 +242,10 @@ class Trainer:
         """{method name: its training hooks for this group's adapters of that method}."""
         from ..methods import methods
 
-        options = self.recipe.training
         out = {}
         for mname, method in methods().items():
             mine = [t for t in names if self.model.entry(t).method is method]
+            options = self.recipe.training.method_options(method)
             hooks = method.training_hooks(self.model, mine, options) if mine else None
             if hooks is not None:
                 out[mname] = hooks
@@ -264,11 +263,11 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------
     def _single_batch(self, t: str, stream: ExampleStream) -> dict[str, Any]:
-        idx = stream.take(self.recipe.training["batch_size"])
+        idx = stream.take(self.recipe.training.batch_size)
         return self._collate([(t, self.tasks[t].train[i]) for i in idx])
 
     def _joint_batch(self, names, streams, sampler, step) -> dict[str, Any]:
-        rows = sampler.draw(self.recipe.training["batch_size"], step)
+        rows = sampler.draw(self.recipe.training.batch_size, step)
         counts = {t: rows.count(t) for t in names}
         items = []
         for t in names:  # rows grouped by task: each adapter's labels are in row order
@@ -305,15 +304,16 @@ class Trainer:
 
         acc, model = self.acc, self.model
         data = getattr(self.tasks[t], split)
-        cap = self.recipe.training["max_test_examples" if full else "max_eval_examples"]
+        tr = self.recipe.training
+        cap = tr.max_test_examples if full else tr.max_eval_examples
         if cap and cap < len(data):
             # a seeded random subset, never a prefix: source files are often ordered by label
-            g = torch.Generator().manual_seed(self.recipe.training["seed"])
+            g = torch.Generator().manual_seed(self.recipe.training.seed)
             data = [data[i] for i in sorted(torch.randperm(len(data), generator=g)[:cap].tolist())]
         mine = list(range(acc.process_index, len(data), acc.num_processes))
         model.eval()
         rows = []
-        bs = self.recipe.training["eval_batch_size"]
+        bs = self.recipe.training.eval_batch_size
         for s in tqdm(range(0, len(mine), bs), desc=f"eval {t}/{split}", leave=False,
                       disable=not self.show_progress or len(mine) <= bs):
             idx = mine[s:s + bs]
@@ -340,7 +340,7 @@ class Trainer:
         refs = tok.batch_decode(refs_ids, skip_special_tokens=True)
         n_new = max(len(r) for r in refs_ids)
         preds = []
-        bs = self.recipe.training["eval_batch_size"]
+        bs = self.recipe.training.eval_batch_size
         for s in range(0, len(prompts), bs):
             chunk = prompts[s:s + bs]
             width = max(len(p) for p in chunk)

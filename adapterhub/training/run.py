@@ -20,11 +20,11 @@ def train_recipe(recipe, resume: bool = False, run_dir: Path | None = None, mode
         print("\n" + text)
         for t in recipe.tasks:
             trainer.model.save_adapter(t, out / "adapters" / t, overwrite=True)
-            if recipe.output["store"]:
+            if recipe.output.store:
                 from ..store import Store
 
-                entry = trainer.model.store_adapter(t, store=store or Store()) if not recipe.output["store_prefix"] \
-                    else _store_as(trainer.model, t, recipe.output["store_prefix"] + t, store)
+                entry = trainer.model.store_adapter(t, store=store or Store()) if not recipe.output.store_prefix \
+                    else _store_as(trainer.model, t, recipe.output.store_prefix + t, store)
                 print(f"stored {entry.name} v{entry.version} -> {entry.path}")
         print(f"report: {out / 'report.txt'}  curves: {out / 'curves.png'}", file=sys.stderr)
     acc.wait_for_everyone()

@@ -68,9 +68,7 @@ def prepare_task(spec: TaskSpec, tokenizer, seed: int, base_dir=None) -> TaskDat
 
     if tokenizer is None:
         raise RecipeError(f"tasks.{spec.name}: the base has no tokenizer")
-    src = dict(spec.data)
-    split_opts = {k: src.pop(k) for k in ("validation", "test") if k in src}
-    splits = D.load_splits(src, seed, **split_opts, base_dir=base_dir, task=spec.type)
+    splits = D.load_splits(spec.data.source(), seed, **spec.data.fractions(), base_dir=base_dir, task=spec.type)
     examples = splits["train"] + splits["validation"] + splits["test"]
     if not examples:
         raise RecipeError(f"tasks.{spec.name}.data: the dataset is empty")
