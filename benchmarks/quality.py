@@ -56,7 +56,7 @@ def run_peft(task: str, method: str, steps: int, device: str, run_dir: Path) -> 
     t0 = time.perf_counter()
     res = tr.train()[task]
     trainable = final_parameters(model, task)
-    return {"test": C_scalars(res["test"]), "trainable": trainable, "trainable_pct": 100 * trainable / total,
+    return {"test": C_scalars(res.test), "trainable": trainable, "trainable_pct": 100 * trainable / total,
             "seconds": time.perf_counter() - t0}
 
 
@@ -73,6 +73,7 @@ def run_full(task: str, steps: int, device: str, lr: float = 5e-5) -> dict:
     """Full fine-tuning baseline: the same backbone, head, data and schedule, every weight trainable."""
     from transformers import AutoModel, AutoTokenizer, get_scheduler
 
+    from adapterhub.data import collate
     from adapterhub.heads import build_head
     from adapterhub.sources import resolve_base
     from adapterhub.training.tasks import prepare_task, score
@@ -92,12 +93,8 @@ def run_full(task: str, steps: int, device: str, lr: float = 5e-5) -> dict:
     g = torch.Generator().manual_seed(tr.seed)
 
     def batch(feats):
-        pad = tok.pad({"input_ids": [f["input_ids"] for f in feats],
-                       "attention_mask": [f["attention_mask"] for f in feats]}, return_tensors="pt")
-        T = pad["input_ids"].shape[1]
-        labs = [f["labels"] if isinstance(f["labels"], int) else list(f["labels"]) + [-100] * (T - len(f["labels"]))
-                for f in feats]
-        return pad["input_ids"].to(device), pad["attention_mask"].to(device), torch.tensor(labs, device=device)
+        b = collate(feats, tok)  # the training loop's collate
+        return b["input_ids"].to(device), b["attention_mask"].to(device), b["labels"].to(device)
 
     t0 = time.perf_counter()
     backbone.train()
