@@ -126,3 +126,11 @@ def test_overrides():
         parse_override("a=[")
     with pytest.raises(RecipeError, match=r"override 'training\.steps\.x=1': steps is not a mapping"):
         apply_overrides({"training": {"steps": 1}}, ["training.steps.x=1"])
+
+
+def test_data_spec_keys_are_the_source_keys():
+    """A recipe's ``data`` mapping goes to adapterhub.data as is: both must know the same keys."""
+    from adapterhub.data import sources
+    from adapterhub.recipes import DataSpec
+
+    assert set(DataSpec.model_fields) - {"validation", "test"} == set(sources._KNOWN_KEYS)
