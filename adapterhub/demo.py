@@ -35,23 +35,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import AdapterModel
     from .recipes import load_recipe
-    from .store import Store
     from .training import train_recipe
 
     recipe = load_recipe(args.recipe, DEMO_SETTINGS + args.overrides)
-    print(f"== 1. train {list(recipe.tasks)} jointly on {recipe.base} ({recipe.training['steps']} steps)")
+    print(f"== 1. train {list(recipe.tasks)} jointly on {recipe.base} ({recipe.training.steps} steps)")
     t0 = time.perf_counter()
     results = train_recipe(recipe)
     print(f"   trained in {time.perf_counter() - t0:.0f} s")
 
-    print("\n== 2. load the stored adapters into one fresh model")
+    where = "the store" if recipe.output.store else "the run dir"
+    print(f"\n== 2. load the trained adapters from {where} into one fresh model")
     model = AdapterModel.from_pretrained(recipe.base)
-    store = Store()
-    for task in recipe.tasks:
-        entry = store.get(recipe.output["store_prefix"] + task)
-        model.load_adapter(entry.path, name=task)
-        print(f"   {task:<10} v{entry.version}  {entry.card['method']:<10} {model.num_parameters(task):>8,} params  "
-              f"test metrics: { {k: round(v, 4) for k, v in entry.card['metrics'].get('test', {}).items() if isinstance(v, float)} }")
+    for task, r in results.items():
+        model.load_adapter(r.adapter["path"], name=task)
+        e = model.entry(task)
+        version = f"v{r.adapter['version']}" if "version" in r.adapter else "  "
+        print(f"   {task:<10} {version}  {e.method.name:<10} {model.num_parameters(task):>8,} params  "
+              f"test metrics: { {k: round(v, 4) for k, v in e.metrics.get('test', {}).items() if isinstance(v, float)} }")
 
     print("\n== 3. one mixed batch: one adapter per row, one pass over the base")
     adapters = [a for a, _ in EXAMPLES]
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"   {a:<10} {short:<{width}} {p}")
     print("\n== per-task test metrics")
     for task, r in results.items():
-        print(f"   {task:<10} " + "  ".join(f"{k}={v:.4f}" for k, v in r["test"].items() if isinstance(v, float)))
+        print(f"   {task:<10} " + "  ".join(f"{k}={v:.4f}" for k, v in r.test.items() if isinstance(v, float)))
     return 0
 
 

@@ -3,6 +3,7 @@
 ``modules_to_save``."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +16,9 @@ SEQ_CLS = "sequence-classification"
 TOKEN_CLS = "token-classification"
 CAUSAL_LM = "causal-lm"
 TASKS = (SEQ_CLS, TOKEN_CLS, CAUSAL_LM)
+POOLINGS = ("mean", "cls", "last")
+#: the options each task's head takes (recipes' ``head:`` mapping, ``add_adapter(..., **head_options)``)
+HEAD_OPTIONS: dict[str, tuple[str, ...]] = {SEQ_CLS: ("pooling", "dropout"), TOKEN_CLS: ("dropout",), CAUSAL_LM: ()}
 
 
 class Head(nn.Module):
@@ -39,8 +43,7 @@ class SequenceClassificationHead(Head):
 
     def __init__(self, hidden_size: int, labels: list[str], pooling: str = "mean", dropout: float = 0.1):
         super().__init__(labels)
-        if pooling not in ("mean", "cls", "last"):
-            raise AdapterHubError(f"pooling must be 'mean', 'cls' or 'last', got {pooling!r}")
+        check_head_options(SEQ_CLS, {"pooling": pooling, "dropout": dropout})
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.dropout_p = float(dropout)
@@ -115,16 +118,53 @@ def build_head(task: str, hidden_size: int, labels: list[str] | None, **options)
         if len(set(labels)) != len(labels):
             raise AdapterHubError(f"labels must be unique, got {labels}")
         cls = SequenceClassificationHead if task == SEQ_CLS else TokenClassificationHead
-        allowed = {"pooling", "dropout"} if task == SEQ_CLS else {"dropout"}
-        bad = sorted(set(options) - allowed)
-        if bad:
-            raise AdapterHubError(f"unknown head option(s) {bad} for task {task!r}; known: {sorted(allowed)}")
+        check_head_options(task, options)
         return cls(hidden_size, labels, **options)
     if task == CAUSAL_LM:
         if labels:
             raise AdapterHubError("task 'causal-lm' takes no labels")
         return CausalLMHead()
     raise AdapterHubError(f"unknown task {task!r}; known: {list(TASKS)}")
+
+
+def check_head_options(task: str, options: dict[str, Any]) -> None:
+    """Refuse head options ``task``'s head does not take, a ``pooling`` not in :data:`POOLINGS`, and a ``dropout``
+    that is not a probability."""
+    if task not in HEAD_OPTIONS:
+        raise AdapterHubError(f"unknown task {task!r}; known: {list(TASKS)}")
+    allowed = HEAD_OPTIONS[task]
+    bad = sorted(set(options) - set(allowed))
+    if bad:
+        raise AdapterHubError(f"unknown head option(s) {bad} for task {task!r}; known: {sorted(allowed)}")
+    if "pooling" in options and options["pooling"] not in POOLINGS:
+        raise AdapterHubError(f"pooling must be 'mean', 'cls' or 'last', got {options['pooling']!r}")
+    p = options.get("dropout", 0.0)
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
+        raise AdapterHubError(f"dropout must be a number in [0, 1), got {p!r}")
+
+
+def decode_token_tags(pred_ids: Sequence[int], word_ids: Sequence[int | None], labels: Sequence[str],
+                      n_words: int | None = None, attention_mask: Sequence[int] | None = None,
+                      padding_side: str = "right", fill: str = "O") -> list[str]:
+    """Per-word tags from one padded row of predicted label ids: the first sub-token of each word decides.
+    ``word_ids`` index the unpadded encoding (the tokenizer's ``word_ids()``); with left padding pass the row's
+    ``attention_mask`` (or ``padding_side``) so the offset is found. Words with no sub-token (cut by
+    ``max_length``, or dropped by the tokenizer) get ``fill``, so the result has ``n_words`` tags (default: up to
+    the last word seen)."""
+    pred_ids = [int(x) for x in pred_ids]
+    offset = 0
+    if padding_side == "left":
+        n_real = int(sum(int(m) for m in attention_mask)) if attention_mask is not None else len(word_ids)
+        offset = len(pred_ids) - n_real
+    n = n_words if n_words is not None else (max((w for w in word_ids if w is not None), default=-1) + 1)
+    tags = [fill] * n
+    seen = set()
+    for pos, w in enumerate(word_ids):
+        if w is None or w in seen or w >= n:
+            continue
+        seen.add(w)
+        tags[w] = labels[pred_ids[offset + pos]]
+    return tags
 
 
 def head_from_config(cfg: dict[str, Any], hidden_size: int) -> Head:

@@ -39,7 +39,7 @@ def joint_adalora(steps: int, budget: str, tmp: Path, device: str) -> dict:
     tr.prepare()
     res = tr.train()
     rep = tr.method_hooks["adalora"].report
-    return {"test": {t: Q.C_scalars(r["test"]) for t, r in res.items()},
+    return {"test": {t: Q.C_scalars(r.test) for t, r in res.items()},
             "per_task": rep["per_task"], "total_rank": sum(v["total_rank"] for v in rep["per_task"].values()),
             "params": {t: Q.final_parameters(model, t) for t in res}}
 

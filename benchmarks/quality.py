@@ -9,6 +9,7 @@ uses its recipe's learning rate, full fine-tuning a standard 5e-5 (higher rates 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -34,15 +35,13 @@ PRIMARY = {"sentiment": "accuracy", "topic": "accuracy", "ner": "f1"}
 def recipe_for(task: str, method: str, steps: int, device: str):
     over = [f"training.steps={steps}", f"training.eval_every={max(1, steps // 3)}", "output.store=false",
             "training.max_test_examples=2000", "training.max_eval_examples=500"]
-    recipe = load_recipe(C.ROOT / "recipes" / TASK_RECIPES[task], over)
-    spec = recipe.tasks[task]
     if method in METHODS:
-        spec.adapter = dict(METHODS[method])
+        adapter = dict(METHODS[method])
         if method == "adalora":
-            spec.adapter["total_step"] = steps
-            spec.adapter["tinit"] = min(spec.adapter["tinit"], steps // 5)
-            spec.adapter["tfinal"] = min(spec.adapter["tfinal"], steps // 4)
-    return recipe
+            adapter.update(total_step=steps, tinit=min(adapter["tinit"], steps // 5),
+                           tfinal=min(adapter["tfinal"], steps // 4))
+        over.append(f"tasks.{task}.adapter={json.dumps(adapter)}")  # JSON is YAML: the one override mechanism
+    return load_recipe(C.ROOT / "recipes" / TASK_RECIPES[task], over)
 
 
 def run_peft(task: str, method: str, steps: int, device: str, run_dir: Path) -> dict:
@@ -57,7 +56,7 @@ def run_peft(task: str, method: str, steps: int, device: str, run_dir: Path) -> 
     t0 = time.perf_counter()
     res = tr.train()[task]
     trainable = final_parameters(model, task)
-    return {"test": C_scalars(res["test"]), "trainable": trainable, "trainable_pct": 100 * trainable / total,
+    return {"test": C_scalars(res.test), "trainable": trainable, "trainable_pct": 100 * trainable / total,
             "seconds": time.perf_counter() - t0}
 
 
@@ -74,6 +73,7 @@ def run_full(task: str, steps: int, device: str, lr: float = 5e-5) -> dict:
     """Full fine-tuning baseline: the same backbone, head, data and schedule, every weight trainable."""
     from transformers import AutoModel, AutoTokenizer, get_scheduler
 
+    from adapterhub.data import collate
     from adapterhub.heads import build_head
     from adapterhub.bases import resolve_base
     from adapterhub.training.tasks import prepare_task, score
@@ -82,47 +82,43 @@ def run_full(task: str, steps: int, device: str, lr: float = 5e-5) -> dict:
     spec, tr = recipe.tasks[task], recipe.training
     path = resolve_base(recipe.base)
     tok = AutoTokenizer.from_pretrained(path)
-    torch.manual_seed(tr["seed"])
-    data = prepare_task(spec, tok, tr["seed"], recipe.base_dir)
+    torch.manual_seed(tr.seed)
+    data = prepare_task(spec, tok, tr.seed, recipe.base_dir)
     backbone = AutoModel.from_pretrained(path, use_safetensors=True).to(device)
     head = build_head(spec.type, backbone.config.hidden_size, data.labels, **spec.head).to(device)
     params = list(backbone.parameters()) + list(head.parameters())
     total = sum(p.numel() for p in backbone.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
-    sched = get_scheduler("linear", opt, num_warmup_steps=tr["warmup_steps"], num_training_steps=steps)
-    g = torch.Generator().manual_seed(tr["seed"])
+    sched = get_scheduler("linear", opt, num_warmup_steps=tr.warmup_steps, num_training_steps=steps)
+    g = torch.Generator().manual_seed(tr.seed)
 
     def batch(feats):
-        pad = tok.pad({"input_ids": [f["input_ids"] for f in feats],
-                       "attention_mask": [f["attention_mask"] for f in feats]}, return_tensors="pt")
-        T = pad["input_ids"].shape[1]
-        labs = [f["labels"] if isinstance(f["labels"], int) else list(f["labels"]) + [-100] * (T - len(f["labels"]))
-                for f in feats]
-        return pad["input_ids"].to(device), pad["attention_mask"].to(device), torch.tensor(labs, device=device)
+        b = collate(feats, tok)  # the training loop's collate
+        return b["input_ids"].to(device), b["attention_mask"].to(device), b["labels"].to(device)
 
     t0 = time.perf_counter()
     backbone.train()
     head.train()
     order: list[int] = []
     for step in range(steps):
-        if len(order) < tr["batch_size"]:
+        if len(order) < tr.batch_size:
             order += torch.randperm(len(data.train), generator=g).tolist()
-        idx, order = order[:tr["batch_size"]], order[tr["batch_size"]:]
+        idx, order = order[:tr.batch_size], order[tr.batch_size:]
         ids, mask, y = batch([data.train[i] for i in idx])
         logits = head(backbone(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
         loss = head.loss(logits, y)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, tr["max_grad_norm"] or 1e9)
+        torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm or 1e9)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
     backbone.eval()
     head.eval()
     rows = []
-    test = data.test[: tr["max_test_examples"]] if tr["max_test_examples"] else data.test
+    test = data.test[: tr.max_test_examples] if tr.max_test_examples else data.test
     with torch.no_grad():
-        for s in range(0, len(test), tr["eval_batch_size"]):
-            feats = test[s:s + tr["eval_batch_size"]]
+        for s in range(0, len(test), tr.eval_batch_size):
+            feats = test[s:s + tr.eval_batch_size]
             ids, mask, y = batch(feats)
             logits = head(backbone(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
             rows += data.rows_for_scoring(logits, y, mask, float(head.loss(logits, y)), feats)

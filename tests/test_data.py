@@ -394,6 +394,41 @@ def test_collate_right_padding_token_labels():
     assert set(b) == {"input_ids", "attention_mask", "labels"}
 
 
+def test_collate_groups_labels_per_task_for_mixed_rows():
+    tok = make_tokenizer()
+    cls = encode_classification([{"text": "good film", "label": "pos"}, {"text": "bad", "label": "neg"}], tok,
+                                ["neg", "pos"], 16)
+    ner = encode_token_classification([{"tokens": ["the", "paris"], "tags": ["O", "B-X"]}], tok, ["O", "B-X"], 16)
+    b = collate([cls[0], ner[0], cls[1]], tok, tasks=["sent", "ner", "sent"])
+    assert b["adapters"] == ["sent", "ner", "sent"]
+    assert b["labels"]["sent"].tolist() == [1, 0]  # that task's rows, in row order
+    assert b["labels"]["ner"].shape == (1, b["input_ids"].shape[1])
+    assert b["labels"]["ner"][0].tolist()[:4] == [-100, 0, 1, -100]
+    with pytest.raises(AdapterHubError, match="2 task names for 3 features"):
+        collate([cls[0], ner[0], cls[1]], tok, tasks=["sent", "ner"])
+    with pytest.raises(AdapterHubError, match="mix of features of task 'sent' with and without labels"):
+        collate([cls[0], {"input_ids": [2, 3], "attention_mask": [1, 1]}], tok, tasks=["sent", "sent"])
+
+
+def test_one_tag_decoder_lives_in_heads():
+    from adapterhub import heads
+
+    assert decode_token_tags is heads.decode_token_tags
+    # a tensor row and a tensor mask work as well as lists (the model decodes tensors)
+    assert heads.decode_token_tags(torch.tensor([0, 0, 1, 0]), [None, 0, None], ["O", "B"],
+                                   attention_mask=torch.tensor([0, 1, 1, 1]), padding_side="left") == ["B"]
+
+
+def test_metric_names_are_the_scorers_keys():
+    from adapterhub.data.metrics import CLASSIFICATION_METRICS, LM_METRICS, TASK_METRICS, TOKEN_METRICS
+
+    scalars = lambda m: tuple(k for k, v in m.items() if isinstance(v, float))  # noqa: E731
+    assert scalars(classification_metrics(["a", "b"], ["a", "a"], ["a", "b"])) == CLASSIFICATION_METRICS
+    assert scalars(token_metrics([["B-X", "O"]], [["B-X", "B-X"]])) == TOKEN_METRICS
+    assert scalars(lm_metrics(1.0)) == LM_METRICS
+    assert set(TASK_METRICS) == {"sequence-classification", "token-classification", "causal-lm"}
+
+
 def test_infer_labels():
     assert infer_labels([{"text": "x", "label": "b"}, {"text": "y", "label": "a"}], "classification") == ["a", "b"]
     ex = [{"tokens": ["a", "b", "c"], "tags": ["I-PER", "O", "B-PER"]}, {"tokens": ["d"], "tags": ["B-LOC"]}]

@@ -123,13 +123,19 @@ def test_joint_training_stores_adapters_with_metrics(workspace):
     hist = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     sent = [h["loss/sent"] for h in hist if "loss/sent" in h]
     assert sent[-1] < sent[0]
-    assert results["sent"]["test"]["accuracy"] > 0.7
-    assert "f1" in results["ner"]["test"]
+    assert results["sent"].test["accuracy"] > 0.7
+    assert "f1" in results["ner"].test
     store = Store()
+    written = json.loads((run / "results.json").read_text())
     for t in ("sent", "ner"):
         card = store.get(t).card
         assert card["metrics"]["test"]
         assert card["metrics"]["recipe"] == "tiny"
+        assert card["extra"]["datasets"] == [("sent.csv" if t == "sent" else "ner.conll")]
+        assert store.get(t).version == 1  # written once
+        assert written[t]["adapter"] == {"store": t, "version": 1, "path": str(store.get(t).path)}
+        assert f"{t}: store {t} v1" in (run / "report.txt").read_text()
+    assert not (run / "adapters").exists()  # the store copy is the only one
     model = AdapterModel.from_pretrained(str(workspace / "base"))
     model.load_adapter("sent")
     model.load_adapter("ner")
@@ -137,15 +143,42 @@ def test_joint_training_stores_adapters_with_metrics(workspace):
     assert preds[0] in ("neg", "pos") and len(preds[1]) == 3
 
 
+def test_trainer_returns_results_and_leaves_the_registry_alone(workspace):
+    tr = _trainer(write_recipe(workspace, steps=4, extra_training={"eval_every": 2}),
+                  ["tasks.sent.primary_metric=macro_f1", "output.store=false"])
+    tr.prepare()
+    results = tr.train()
+    tr.close()
+    val = [h for h in tr.history if h["split"] == "validation" and h["task"] == "sent"]
+    assert [h["step"] for h in val] == [2, 4]
+    best = max(val, key=lambda h: h["macro_f1/sent"])  # the first of equals: a later one must be better
+    assert results["sent"].best_step == best["step"] and results["sent"].validation["macro_f1"] == best["macro_f1/sent"]
+    assert results["sent"].adapter is None  # Trainer.train writes no adapter; train_recipe does, once
+    for t in ("sent", "ner"):  # metrics are returned, not written into the model's registry
+        assert tr.model.entry(t).metrics == {} and tr.model.entry(t).extra == {}
+    assert not (workspace / "run" / "adapters").exists()
+
+
+def test_lower_is_better_metrics_pick_the_lowest():
+    from adapterhub.training.tasks import TaskData
+
+    for metric in ("loss", "perplexity"):
+        td = TaskData("g", "causal-lm", None, [], [], [], metric)
+        assert td.signed_score({metric: 2.0}) > td.signed_score({metric: 3.0})
+    td = TaskData("s", "sequence-classification", ["a"], [], [], [], "accuracy")
+    assert td.signed_score({"accuracy": 0.9}) > td.signed_score({"accuracy": 0.8})
+
+
 def test_joint_batches_mix_tasks_and_route_rows(workspace):
     tr = _trainer(write_recipe(workspace))
     tr.prepare()
+    from adapterhub.training.batches import draw_batch
     from adapterhub.training.sampling import ExampleStream, TaskSampler
 
     names = list(tr.tasks)
     streams = {t: ExampleStream(len(tr.tasks[t].train), i) for i, t in enumerate(names)}
     sampler = TaskSampler({t: len(tr.tasks[t].train) for t in names}, "equal", 1.0, 0)
-    batch = tr._joint_batch(names, streams, sampler, 0)
+    batch = draw_batch(tr.tasks, streams, sampler, 8, 0, tr.model.tokenizer)
     assert set(batch["adapters"]) == {"sent", "ner"}
     assert batch["labels"]["sent"].dim() == 1 and batch["labels"]["ner"].dim() == 2
     assert sum(len(v) for v in batch["labels"].values()) == len(batch["adapters"])
@@ -164,16 +197,20 @@ def test_task_sampling_strategies():
 
 
 def test_separate_mode_trains_each_task_alone(workspace):
+    from adapterhub.store import Store
     from adapterhub.training import train_recipe
 
-    recipe = load_recipe(write_recipe(workspace, mode="separate", steps=6))
+    recipe = load_recipe(write_recipe(workspace, mode="separate", steps=6), ["output.store_prefix=exp-"])
     results = train_recipe(recipe)
     assert set(results) == {"sent", "ner"}
     groups = {json.loads(l)["group"] for l in (workspace / "run" / "metrics.jsonl").read_text().splitlines()}
     assert groups == {"sent", "ner"}
+    assert sorted(Store().names()) == ["exp-ner", "exp-sent"]
+    assert results["sent"].adapter["store"] == "exp-sent"
 
 
-def test_causal_lm_recipe_masks_prompt(tmp_path):
+def test_causal_lm_recipe_masks_prompt(tmp_path, capsys):
+    from adapterhub.store import Store
     from adapterhub.training import train_recipe
 
     base = tmp_path / "llama"
@@ -189,8 +226,16 @@ def test_causal_lm_recipe_masks_prompt(tmp_path):
         "output": {"dir": str(tmp_path / "run"), "store": False}}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     results = train_recipe(load_recipe(tmp_path / "r.yaml"))
-    assert results["gen"]["test"]["perplexity"] > 1.0
-    assert 0.0 <= results["gen"]["test"]["exact_match"] <= 1.0
+    assert results["gen"].test["perplexity"] > 1.0
+    assert 0.0 <= results["gen"].test["exact_match"] <= 1.0
+    # output.store=false: the run dir holds the one copy, and results.json says so
+    assert (tmp_path / "run" / "adapters" / "gen" / "adapter_card.json").is_file()
+    assert Store().names() == []
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["gen"]["adapter"] == {
+        "path": str(tmp_path / "run" / "adapters" / "gen")}
+    # one progress line per evaluation, with the validation metrics
+    err = capsys.readouterr().err
+    assert "validation step 4/8 [gen]  gen: loss=" in err and "validation step 8/8 [gen]" in err
 
 
 # ---- checkpoint / resume ------------------------------------------------------------------------------
@@ -279,6 +324,6 @@ def test_two_process_ddp_identical_weights_and_gathered_metrics(workspace):
 
 def test_overrides_and_yaml_read_scientific_notation_as_float(workspace):
     path = write_recipe(workspace)
-    assert load_recipe(path, ["training.lr=1e-4"]).training["lr"] == 1e-4
+    assert load_recipe(path, ["training.lr=1e-4"]).training.lr == 1e-4
     path.write_text(path.read_text().replace("lr: 0.005", "lr: 5e-3"))
-    assert load_recipe(path).training["lr"] == 5e-3
+    assert load_recipe(path).training.lr == 5e-3

@@ -44,7 +44,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     s = sub.add_parser("train", parents=[common], help="train an adapter from a recipe",
                        description="Train an adapter from a recipe file, with key=value overrides.")
     s.add_argument("recipe", metavar="RECIPE", help="recipe file (YAML)")
-    s.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="recipe overrides, e.g. train.lr=1e-4")
+    s.add_argument("overrides", metavar="KEY=VALUE", nargs="*", help="recipe overrides (values are YAML), e.g. training.lr=1e-4")
     s.add_argument("--resume", action="store_true", help="resume from the last checkpoint of this run")
     s.add_argument("--run-dir", metavar="DIR", help="where the run's checkpoints and report go "
                                                      "(default: chosen by the recipe)")

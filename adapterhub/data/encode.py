@@ -9,7 +9,9 @@ Features come back as a list parallel to the examples (same order, same length):
 * causal LM: ``{"input_ids", "attention_mask", "labels"}``: input = prompt + completion (+ eos); labels
   are the input ids with -100 on the prompt (the loss is on the completion only; the head shifts).
 
-:func:`collate` pads a list of features into tensors, on the tokenizer's ``padding_side``.
+:func:`collate` pads a list of features into tensors, on the tokenizer's ``padding_side``; given per-row task names
+it groups the labels per task, as :meth:`AdapterModel.forward` takes them (training batches). Tags decode back to
+words with :func:`adapterhub.heads.decode_token_tags` (re-exported here).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import AdapterHubError
-from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
+from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, decode_token_tags  # noqa: F401 - the one tag decoder
 from .sources import normalize_task
 
 IGNORE_INDEX = -100
@@ -142,15 +144,22 @@ def encode_causal_lm(examples: Sequence[dict], tokenizer, max_length: int | None
     return out
 
 
-def collate(features: Sequence[dict], tokenizer, pad_to_multiple_of: int | None = None) -> dict:
+def collate(features: Sequence[dict], tokenizer, pad_to_multiple_of: int | None = None,
+            tasks: Sequence[str] | None = None) -> dict:
     """Pad features into a batch of tensors: ``input_ids``, ``attention_mask`` and ``labels`` ([B] for
     classification; [B, T] padded with -100 for token classification / causal LM), on the tokenizer's
-    ``padding_side``. Other keys (``word_ids``, ``n_words``) are left out: keep the features for them."""
+    ``padding_side``. Other keys (``word_ids``, ``n_words``) are left out: keep the features for them.
+
+    ``tasks`` (one name per row, e.g. the adapter of each row of a joint batch): the batch also holds
+    ``adapters`` (that list) and ``labels`` becomes ``{task: labels of that task's rows, in row order}``, so rows
+    of different tasks (class ids beside tag sequences) share one batch."""
     import torch
 
     features = list(features)
     if not features:
         raise AdapterHubError("collate got no features")
+    if tasks is not None and len(tasks) != len(features):
+        raise AdapterHubError(f"collate got {len(tasks)} task names for {len(features)} features")
     pad_id = getattr(tokenizer, "pad_token_id", None)
     if pad_id is None:
         raise AdapterHubError(f"{type(tokenizer).__name__} has no pad token; set one first, e.g. "
@@ -170,39 +179,36 @@ def collate(features: Sequence[dict], tokenizer, pad_to_multiple_of: int | None 
     batch = {"input_ids": torch.tensor([pad(f["input_ids"], pad_id) for f in features], dtype=torch.long),
              "attention_mask": torch.tensor([pad(f.get("attention_mask", [1] * len(f["input_ids"])), 0)
                                              for f in features], dtype=torch.long)}
-    if all("label" in f for f in features):
-        batch["labels"] = torch.tensor([int(f["label"]) for f in features], dtype=torch.long)
-    elif all("labels" in f for f in features):
-        for i, f in enumerate(features):
-            if len(f["labels"]) != len(f["input_ids"]):
-                raise AdapterHubError(f"feature {i}: {len(f['labels'])} labels for {len(f['input_ids'])} input ids")
-        batch["labels"] = torch.tensor([pad(f["labels"], IGNORE_INDEX) for f in features], dtype=torch.long)
-    elif any("label" in f or "labels" in f for f in features):
-        raise AdapterHubError("collate got a mix of features with and without labels")
+    if tasks is None:
+        labels = _labels(features, range(len(features)), pad)
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
+    batch["adapters"] = list(tasks)
+    rows: dict[str, list[int]] = {}
+    for i, t in enumerate(tasks):
+        rows.setdefault(t, []).append(i)
+    grouped = {t: _labels(features, idx, pad, t) for t, idx in rows.items()}
+    batch["labels"] = {t: v for t, v in grouped.items() if v is not None}
     return batch
 
 
-def decode_token_tags(pred_ids: Sequence[int], word_ids: Sequence[int | None], labels: Sequence[str],
-                      n_words: int | None = None, attention_mask: Sequence[int] | None = None,
-                      padding_side: str = "right", fill: str = "O") -> list[str]:
-    """Per-word tags from one padded row of predicted label ids: the first sub-token of each word decides.
-    ``word_ids`` index the unpadded encoding (from the feature); with left padding pass the row's
-    ``attention_mask`` (or ``padding_side``) so the offset is found. Words with no sub-token (cut by
-    ``max_length``, or dropped by the tokenizer) get ``fill``, so the result has ``n_words`` tags."""
-    pred_ids = [int(x) for x in pred_ids]
-    offset = 0
-    if padding_side == "left":
-        n_real = int(sum(attention_mask)) if attention_mask is not None else len(word_ids)
-        offset = len(pred_ids) - n_real
-    n = n_words if n_words is not None else (max((w for w in word_ids if w is not None), default=-1) + 1)
-    tags = [fill] * n
-    seen = set()
-    for pos, w in enumerate(word_ids):
-        if w is None or w in seen or w >= n:
-            continue
-        seen.add(w)
-        tags[w] = labels[pred_ids[offset + pos]]
-    return tags
+def _labels(features: list[dict], rows, pad, task: str | None = None):
+    """The labels tensor of ``features[rows]``, or None when they have none."""
+    import torch
+
+    feats = [(i, features[i]) for i in rows]
+    of = f" of task {task!r}" if task is not None else ""
+    if all("label" in f for _, f in feats):
+        return torch.tensor([int(f["label"]) for _, f in feats], dtype=torch.long)
+    if all("labels" in f for _, f in feats):
+        for i, f in feats:
+            if len(f["labels"]) != len(f["input_ids"]):
+                raise AdapterHubError(f"feature {i}: {len(f['labels'])} labels for {len(f['input_ids'])} input ids")
+        return torch.tensor([pad(f["labels"], IGNORE_INDEX) for _, f in feats], dtype=torch.long)
+    if any("label" in f or "labels" in f for _, f in feats):
+        raise AdapterHubError(f"collate got a mix of features{of} with and without labels")
+    return None
 
 
 def infer_labels(examples: Sequence[dict], task: str) -> list[str]:

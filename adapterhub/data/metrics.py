@@ -6,6 +6,22 @@ import math
 from collections.abc import Sequence
 
 from ..errors import AdapterHubError
+from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
+
+# The scalar metrics each scorer returns: these names are the keys the functions below build their results from,
+# so recipes (``primary_metric``), the training loop and the report read them here, never from a second list.
+CLASSIFICATION_METRICS = ("accuracy", "macro_f1")
+TOKEN_METRICS = ("precision", "recall", "f1", "token_accuracy")
+LM_METRICS = ("loss", "perplexity")
+#: task type -> the scalar metrics its evaluation produces on every split
+TASK_METRICS: dict[str, tuple[str, ...]] = {SEQ_CLS: CLASSIFICATION_METRICS, TOKEN_CLS: TOKEN_METRICS,
+                                            CAUSAL_LM: LM_METRICS}
+#: task type -> metrics produced on the test split only (generation is too slow for every evaluation)
+TEST_ONLY_METRICS: dict[str, tuple[str, ...]] = {SEQ_CLS: (), TOKEN_CLS: (), CAUSAL_LM: ("exact_match",)}
+#: the metric that picks the best checkpoint when a recipe names none
+DEFAULT_PRIMARY: dict[str, str] = {SEQ_CLS: "accuracy", TOKEN_CLS: "f1", CAUSAL_LM: "loss"}
+#: metrics where lower is better (every other metric: higher is better)
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 
 
 def _names(values: Sequence, labels: Sequence[str], what: str) -> list[str]:
@@ -41,12 +57,9 @@ def classification_metrics(y_true: Sequence, y_pred: Sequence, labels: Sequence[
         raise AdapterHubError("no predictions to score (0 examples)")
     t, p = _names(y_true, labels, "y_true"), _names(y_pred, labels, "y_pred")
     present = [str(x) for x in labels if str(x) in set(t) | set(p)]
-    return {
-        "accuracy": float(accuracy_score(t, p)),
-        "macro_f1": float(f1_score(t, p, labels=present, average="macro", zero_division=0)),
-        "n": len(t),
-        "report": classification_report(t, p, labels=present, digits=4, zero_division=0),
-    }
+    values = (float(accuracy_score(t, p)), float(f1_score(t, p, labels=present, average="macro", zero_division=0)))
+    return {**dict(zip(CLASSIFICATION_METRICS, values)), "n": len(t),
+            "report": classification_report(t, p, labels=present, digits=4, zero_division=0)}
 
 
 def token_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> dict:
@@ -70,14 +83,9 @@ def token_metrics(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequen
     has_entities = any(x != "O" for s in t + p for x in s)
     report = (classification_report(t, p, digits=4, zero_division=0) if has_entities
               else "no entities in the true or predicted tags\n")
-    return {
-        "precision": float(precision_score(t, p, zero_division=0)),
-        "recall": float(recall_score(t, p, zero_division=0)),
-        "f1": float(f1_score(t, p, zero_division=0)),
-        "token_accuracy": correct / n_tok if n_tok else 0.0,
-        "n": len(t),
-        "report": report,
-    }
+    values = (float(precision_score(t, p, zero_division=0)), float(recall_score(t, p, zero_division=0)),
+              float(f1_score(t, p, zero_division=0)), correct / n_tok if n_tok else 0.0)
+    return {**dict(zip(TOKEN_METRICS, values)), "n": len(t), "report": report}
 
 
 def lm_metrics(mean_loss: float) -> dict:
@@ -89,7 +97,7 @@ def lm_metrics(mean_loss: float) -> dict:
         ppl = math.exp(loss)
     except OverflowError:
         ppl = math.inf
-    return {"loss": loss, "perplexity": ppl}
+    return dict(zip(LM_METRICS, (loss, ppl)))
 
 
 def exact_match(preds: Sequence[str], refs: Sequence[str], *, ignore_case: bool = False) -> float:

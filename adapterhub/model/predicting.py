@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import AdapterHubError
-from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
+from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, decode_token_tags
 
 # Fast tokenizers keep padding/truncation settings as state that each call resets: two threads tokenizing with
 # different settings (predict's encode vs generate's padded batch) corrupt each other's batches. All tokenizer
@@ -40,19 +40,6 @@ def encode(model, texts: Sequence[str], tasks: Sequence[str]):
     return batch["input_ids"].to(dev), batch["attention_mask"].to(dev), word_ids
 
 
-def _word_tags(labels: list[str], pred: list[int], n_real: int, word_ids: list, padding_side: str) -> list[str]:
-    """Token classification: the tag of each word is its first sub-token's prediction. ``word_ids`` index the
-    unpadded encoding; with left padding the real tokens start at ``len(pred) - n_real``."""
-    offset = 0 if padding_side == "right" else len(pred) - n_real
-    tags, seen = [], set()
-    for pos, w in enumerate(word_ids):
-        if w is None or w in seen:
-            continue
-        seen.add(w)
-        tags.append(labels[pred[offset + pos]])
-    return tags
-
-
 def _classify(model, texts: list[str], rows: list) -> list[Any]:
     """One routed forward over a chunk (``rows``: the entry of each row); predictions scattered back to row order
     with one gather, one sync."""
@@ -63,13 +50,13 @@ def _classify(model, texts: list[str], rows: list) -> list[Any]:
     per_adapter = {n: (lg.argmax(-1) if lg.dim() == 3 else lg.argmax(-1, keepdim=True).expand(-1, width))
                    for n, lg in res.logits.items()}
     pred = res.gather(per_adapter).tolist()
-    n_real = mask.sum(1).tolist()
+    masks = mask.tolist() if TOKEN_CLS in tasks else None
     side = model.tokenizer.padding_side
     out = []
     for j, (e, task) in enumerate(zip(rows, tasks)):
         labels = e.head.labels
         out.append(labels[pred[j][0]] if task == SEQ_CLS else
-                   _word_tags(labels, pred[j], int(n_real[j]), word_ids[j], side))
+                   decode_token_tags(pred[j], word_ids[j], labels, attention_mask=masks[j], padding_side=side))
     return out
 
 

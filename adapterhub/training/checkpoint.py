@@ -1,9 +1,14 @@
 """Pickle-free training checkpoints: tensors in safetensors, everything else in JSON. A checkpoint directory is
-written under a temp name and renamed into place; ``latest`` is switched by an atomic replace afterwards
-(both with :mod:`adapterhub.atomic`), so a run killed at any point leaves either the previous or the new
-checkpoint, never half of one."""
+written under a temp name and renamed into place; ``latest`` is switched by an atomic replace afterwards (both with
+:mod:`adapterhub.atomic`), so a run killed at any point leaves either the previous or the new checkpoint, never
+half of one.
+
+A checkpoint of a training group (:func:`save_checkpoint`, :func:`load_checkpoint`) holds its adapters' state, each
+task's best state so far, the method hooks' state, optimizer and schedule, and per process its RNG, sampler and
+stream positions: a resumed run continues exactly where the checkpoint left off."""
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -14,8 +19,120 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..atomic import TMP_PREFIX, publish_dir, write_text_atomic
+from ..recipes import Recipe, RecipeError
+from .state import FitState, scalars
 
 LATEST = "latest"
+RESUMABLE_KEYS = ("eval_every", "save_every", "log_every")  # training keys a resumed run may change
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """What a checkpoint must match to be resumed: the recipe without its output, description and cadences."""
+    raw = {k: v for k, v in recipe.raw.items() if k not in ("output", "description")}
+    raw = json.loads(json.dumps(raw, sort_keys=True, default=str))
+    raw["training"] = {k: v for k, v in dict(raw.get("training", {})).items() if k not in RESUMABLE_KEYS}
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def checkpoint_root(session, group) -> Path:
+    return session.run_dir / "checkpoints" / group.tag
+
+
+def save_checkpoint(session, group, state: FitState) -> None:
+    """Every process writes its RNG and stream state; the main process the shared state; then it is published."""
+    acc, root = session.acc, checkpoint_root(session, group)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{TMP_PREFIX}step-{state.step:08d}"
+    if acc.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    acc.wait_for_everyone()
+    rank = acc.process_index
+    rng_t, rng_m = rng_state()
+    save_tensors(tmp / f"rng-rank{rank}.safetensors", rng_t)
+    write_json(tmp / f"rank{rank}.json", {"rng": rng_m, "sampler": group.sampler.state_dict(),
+                                          "streams": {t: s.state_dict() for t, s in group.streams.items()}})
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        save_tensors(tmp / "adapters.safetensors", _shared_tensors(session, group, state))
+        opt_t, opt_m = optimizer_to_files(_inner(group.optimizer, "optimizer"))
+        save_tensors(tmp / "optimizer.safetensors", opt_t or {"_empty": torch.zeros(1)})
+        write_json(tmp / "state.json", {
+            "step": state.step, "recipe_hash": recipe_hash(session.recipe), "world_size": acc.num_processes,
+            "optimizer": opt_m, "scheduler": _inner(group.scheduler, "scheduler").state_dict(),
+            "bad_evals": state.bad_evals, "tasks": group.names,
+            "best": {t: {"score": b.score, "step": b.step, "metrics": scalars(b.metrics),
+                         "has_state": b.state is not None} for t, b in state.best.items()},
+            "history_len": len(session.log.history),
+            "hooks": {m: h.state_json() for m, h in group.hooks.items()}})
+        publish(tmp, root, state.step)
+    acc.wait_for_everyone()
+
+
+def _shared_tensors(session, group, state: FitState) -> dict[str, torch.Tensor]:
+    out = {}
+    for t in group.names:
+        out.update({f"{t}/{k}": v for k, v in session.model.adapter_state(t).items()})
+        if state.best[t].state is not None:
+            out.update({f"_best/{t}/{k}": v for k, v in state.best[t].state.items()})
+    for m, h in group.hooks.items():
+        out.update({f"_hooks/{m}/{k}": v for k, v in h.state_tensors().items()})
+    return out
+
+
+def load_checkpoint(session, group, state: FitState) -> bool:
+    """Restore the group's latest checkpoint into the model, ``group`` and ``state``; False when there is none
+    (the run starts at step 0). Log records written after the checkpoint are dropped."""
+    acc, root = session.acc, checkpoint_root(session, group)
+    path = latest(root)
+    if path is None:
+        if acc.is_main_process:
+            print(f"resume: no checkpoint under {root}; starting from step 0")
+        session.log.rewind(group.tag, 0)
+        return False
+    meta = json.loads((path / "state.json").read_text())
+    if meta["recipe_hash"] != recipe_hash(session.recipe):
+        raise RecipeError(f"resume: checkpoint {path} was written by another recipe "
+                          f"(hash {meta['recipe_hash']} != {recipe_hash(session.recipe)})")
+    if meta["world_size"] != acc.num_processes:
+        raise RecipeError(f"resume: checkpoint {path} was written with {meta['world_size']} processes, "
+                          f"this run has {acc.num_processes}")
+    _load_shared(session, group, state, path, meta)
+    rs = json.loads((path / f"rank{acc.process_index}.json").read_text())
+    group.sampler.load_state_dict(rs["sampler"])
+    for t, s in group.streams.items():
+        s.load_state_dict(rs["streams"][t])
+    set_rng_state(load_tensors(path / f"rng-rank{acc.process_index}.safetensors"), rs["rng"])
+    state.step, state.bad_evals = int(meta["step"]), int(meta["bad_evals"])
+    session.log.rewind(group.tag, state.step)
+    if acc.is_main_process:
+        print(f"resume: continuing from {path.name} (step {meta['step']})")
+    return True
+
+
+def _load_shared(session, group, state: FitState, path: Path, meta: dict[str, Any]) -> None:
+    tensors = load_tensors(path / "adapters.safetensors")
+
+    def under(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    for t in group.names:
+        session.model.load_adapter_state(t, under(f"{t}/"))
+        b = meta["best"][t]
+        best = state.best[t]
+        best.score, best.step, best.metrics = b["score"], b["step"], b["metrics"]
+        best.state = under(f"_best/{t}/") if b["has_state"] else None
+    for m, h in group.hooks.items():
+        h.load_state_tensors(under(f"_hooks/{m}/"))
+        h.load_state_json(meta["hooks"][m])
+    optimizer_from_files(_inner(group.optimizer, "optimizer"), load_tensors(path / "optimizer.safetensors"),
+                         meta["optimizer"])
+    _inner(group.scheduler, "scheduler").load_state_dict(meta["scheduler"])
+
+
+def _inner(wrapped, attr: str):
+    """The optimizer / scheduler inside Accelerate's wrapper."""
+    return getattr(wrapped, attr, wrapped)
 
 
 def optimizer_to_files(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -1,21 +1,39 @@
-"""End-of-run report: a per-task table, classification reports, and a PNG of loss/metric curves."""
+"""End-of-run report: a per-task table, where each adapter was written, classification reports, ``results.json``
+and a PNG of loss/metric curves."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
+from ..data.metrics import TASK_METRICS, TEST_ONLY_METRICS
 
-def table(results: dict[str, dict[str, Any]]) -> str:
+#: every metric a task may report, in the report's order
+METRIC_ORDER = tuple(dict.fromkeys(k for names in (*TASK_METRICS.values(), *TEST_ONLY_METRICS.values())
+                                   for k in names))
+
+
+def table(results: dict[str, Any]) -> str:
+    """The per-task metrics table (``results``: task -> :class:`~adapterhub.training.finish.TaskResult`)."""
     rows = [("task", "metric", "validation", "test", "best step")]
     for t, r in results.items():
-        for k in ("accuracy", "macro_f1", "f1", "precision", "recall", "loss", "perplexity", "exact_match"):
-            if k in r["test"] or k in r["validation"]:
-                rows.append((t, k, _fmt(r["validation"].get(k)), _fmt(r["test"].get(k)), str(r["best_step"])))
+        for k in METRIC_ORDER:
+            if k in r.test or k in r.validation:
+                rows.append((t, k, _fmt(r.validation.get(k)), _fmt(r.test.get(k)), str(r.best_step)))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def adapter_lines(results: dict[str, Any]) -> list[str]:
+    """Where each task's adapter was written (store entry, or run-dir copy)."""
+    out = []
+    for t, r in results.items():
+        a = r.adapter or {}
+        where = f"store {a['store']} v{a['version']} ({a['path']})" if "store" in a else a.get("path", "not written")
+        out.append(f"{t}: {where}")
+    return out
 
 
 def _fmt(v) -> str:
@@ -53,15 +71,19 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
     return path
 
 
-def write_report(run_dir: Path, results: dict[str, dict[str, Any]], history: list[dict[str, Any]]) -> str:
+def write_report(run_dir: Path, results: dict[str, Any], history: list[dict[str, Any]]) -> str:
+    """``results.json`` (every result, with where its adapter went), ``report.txt`` and ``curves.png``; returns the
+    table."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (run_dir / "results.json").write_text(json.dumps({t: r.to_dict() for t, r in results.items()}, indent=1,
+                                                     default=str))
     text = table(results)
     reports = []
     for t, r in results.items():
-        rep = r["test"].get("report")
+        rep = r.test.get("report")
         if rep:
             reports.append(f"== {t} (test) ==\n{rep}")
-    (run_dir / "report.txt").write_text(text + "\n\n" + "\n".join(reports))
+    adapters = "adapters:\n" + "".join(f"  {line}\n" for line in adapter_lines(results))
+    (run_dir / "report.txt").write_text(text + "\n\n" + adapters + "\n" + "\n".join(reports))
     plot_curves(history, run_dir / "curves.png")
     return text

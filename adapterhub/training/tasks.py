@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import torch
 
-from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
+from ..data.metrics import LOWER_IS_BETTER, TASK_METRICS
+from ..heads import SEQ_CLS, TOKEN_CLS
 from ..recipes import RecipeError, TaskSpec
-
-PRIMARY = {SEQ_CLS: "accuracy", TOKEN_CLS: "f1", CAUSAL_LM: "loss"}
 
 
 @dataclasses.dataclass
@@ -22,6 +20,11 @@ class TaskData:
     validation: list[dict[str, Any]]
     test: list[dict[str, Any]]
     primary: str
+
+    def signed_score(self, metrics: dict[str, Any]) -> float:
+        """The primary metric, negated where lower is better: larger is always better."""
+        v = float(metrics[self.primary])
+        return -v if self.primary in LOWER_IS_BETTER else v
 
     def rows_for_scoring(self, logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, loss: float,
                          feats: list[dict[str, Any]]) -> list[Any]:
@@ -46,10 +49,12 @@ class TaskData:
 
 
 def score(task: TaskData, rows: list[Any]) -> dict[str, Any]:
+    """Metrics of gathered :meth:`TaskData.rows_for_scoring` rows: the task type's metrics (see
+    :data:`adapterhub.data.metrics.TASK_METRICS`), ``n`` and, for classification, a text ``report``."""
     from ..data import classification_metrics, lm_metrics, token_metrics
 
     if not rows:
-        return {task.primary: float("nan"), "n": 0}
+        return {**{k: float("nan") for k in TASK_METRICS[task.type]}, "n": 0}
     if task.type == SEQ_CLS:
         y = [task.labels[r[0]] for r in rows]
         p = [task.labels[r[1]] for r in rows]
@@ -64,13 +69,13 @@ def score(task: TaskData, rows: list[Any]) -> dict[str, Any]:
 
 
 def prepare_task(spec: TaskSpec, tokenizer, seed: int, base_dir=None) -> TaskData:
+    """Load, split and encode one task's data. Features are as :mod:`adapterhub.data.encode` makes them
+    (``label`` for classification, ``labels`` for token classification and causal LM)."""
     from .. import data as D
 
     if tokenizer is None:
         raise RecipeError(f"tasks.{spec.name}: the base has no tokenizer")
-    src = dict(spec.data)
-    split_opts = {k: src.pop(k) for k in ("validation", "test") if k in src}
-    splits = D.load_splits(src, seed, **split_opts, base_dir=base_dir, task=spec.type)
+    splits = D.load_splits(spec.data.source(), seed, **spec.data.fractions(), base_dir=base_dir, task=spec.type)
     examples = splits["train"] + splits["validation"] + splits["test"]
     if not examples:
         raise RecipeError(f"tasks.{spec.name}.data: the dataset is empty")
@@ -81,20 +86,11 @@ def prepare_task(spec: TaskSpec, tokenizer, seed: int, base_dir=None) -> TaskDat
         enc = D.encode_classification if spec.type == SEQ_CLS else D.encode_token_classification
         encode = lambda ex: enc(ex, tokenizer, labels, spec.max_length)  # noqa: E731
     else:
-        if labels:
-            raise RecipeError(f"tasks.{spec.name}.labels: a causal-lm task takes no labels")
         encode = lambda ex: D.encode_causal_lm(ex, tokenizer, spec.max_length)  # noqa: E731
-    out = {}
-    for split in ("train", "validation", "test"):
-        feats = encode(splits[split]) if splits[split] else []
-        for f in feats:
-            if "labels" not in f:
-                f["labels"] = f.pop("label")
-        out[split] = feats
+    out = {split: encode(splits[split]) if splits[split] else [] for split in ("train", "validation", "test")}
     if not out["train"]:
         raise RecipeError(f"tasks.{spec.name}.data: no training examples after splitting")
-    primary = spec.primary_metric or PRIMARY[spec.type]
-    return TaskData(spec.name, spec.type, labels, out["train"], out["validation"], out["test"], primary)
+    return TaskData(spec.name, spec.type, labels, out["train"], out["validation"], out["test"], spec.primary)
 
 
-__all__ = ["TaskData", "prepare_task", "score", "PRIMARY", "math"]
+__all__ = ["TaskData", "prepare_task", "score"]

@@ -1,0 +1,190 @@
+"""Setting a run up. :func:`open_session`: the accelerator and the model; :func:`prepare_tasks`: every task's data
+and adapter (every check happens here, before any training); :func:`setup_group`: per training group the
+optimizer, schedule, DDP-wrapped loss module, method hooks and per-task example streams."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..heads import CAUSAL_LM
+from ..methods import TrainingHooks, methods
+from ..recipes import Recipe, RecipeError
+from .metrics_log import MetricsLog
+from .sampling import ExampleStream, TaskSampler
+from .tasks import TaskData, prepare_task
+
+SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
+
+
+@dataclasses.dataclass
+class Session:
+    """What a run holds across its training groups."""
+
+    recipe: Recipe
+    acc: Any                 # accelerate.Accelerator
+    model: Any               # adapterhub.AdapterModel
+    run_dir: Path
+    show_progress: bool
+    log: MetricsLog
+    tasks: dict[str, TaskData] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Group:
+    """One training group: all tasks (joint mode) or one task (separate mode), trained together."""
+
+    names: list[str]
+    tag: str                 # "joint" or the task's name: names checkpoints, log records, report files
+    steps: int
+    optimizer: Any
+    scheduler: Any
+    loss_module: Any
+    params: list[nn.Parameter]
+    weights: dict[str, float]
+    hooks: dict[str, TrainingHooks]  # method name -> its hooks for this group's adapters of that method
+    streams: dict[str, ExampleStream]
+    sampler: TaskSampler
+
+    @property
+    def hooks_by_adapter(self) -> dict[str, TrainingHooks]:
+        return {n: h for h in self.hooks.values() for n in h.names}
+
+
+class LossModule(nn.Module):
+    """What DDP wraps: one routed forward, returns (total, per-task losses) as plain tensors."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, adapters, labels, weights, hooks=None):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, adapters=adapters, labels=labels)
+        total = sum(weights[n] * l for n, l in out.losses.items())
+        for n in out.losses:  # method penalties (e.g. an orthogonal regulariser), inside the DDP forward
+            h = (hooks or {}).get(n)
+            extra = h.penalty(n) if h is not None else None
+            if extra is not None:
+                total = total + extra
+        return total, {n: l.detach() for n, l in out.losses.items()}
+
+
+def open_session(recipe: Recipe, model=None, accelerator=None, run_dir: Path | None = None,
+                 show_progress: bool = True) -> Session:
+    """The accelerator (unless given) and the model (loaded from ``recipe.base`` unless given)."""
+    run_dir = Path(run_dir or recipe.run_dir)
+    acc = accelerator or make_accelerator(recipe, run_dir)
+    if model is None:
+        from ..model import AdapterModel
+
+        model = AdapterModel.from_pretrained(recipe.base)
+    return Session(recipe, acc, model, run_dir, show_progress and acc.is_local_main_process,
+                   MetricsLog(run_dir / "metrics.jsonl", acc))
+
+
+def make_accelerator(recipe: Recipe, run_dir: Path):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    tr = recipe.training
+    logging = ["tensorboard"] if _has_tensorboard() else []
+    return Accelerator(mixed_precision=tr.mixed_precision, gradient_accumulation_steps=tr.grad_accum,
+                       log_with=logging or None, project_dir=str(run_dir),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+
+
+def prepare_tasks(session: Session) -> None:
+    """Load and encode all data and create the adapters; every check happens here, before training."""
+    r, model = session.recipe, session.model
+    tok = model.tokenizer
+    vocab = getattr(getattr(model.base, "config", None), "vocab_size", None)
+    if tok is not None and vocab is not None and len(tok) > vocab:
+        raise RecipeError(f"base: the tokenizer has {len(tok)} tokens but the base {r.base!r} embeds only "
+                          f"{vocab}: tokenizer and base do not match")
+    for name, spec in r.tasks.items():
+        if name in model.adapters:
+            raise RecipeError(f"tasks.{name}: the model already holds an adapter named {name!r}")
+        if spec.type == CAUSAL_LM and model.lm_head is None:
+            raise RecipeError(f"tasks.{name}.type: causal-lm needs a causal-LM base; {r.base!r} has no LM head")
+    for name, spec in r.tasks.items():
+        session.tasks[name] = prepare_task(spec, tok, r.training.seed, r.base_dir)
+    torch.manual_seed(r.training.seed)  # adapter and head initialisation is part of the seeded run
+    for name, spec in r.tasks.items():
+        model.add_adapter(name, spec.method_config, task=spec.type, labels=session.tasks[name].labels, **spec.head)
+
+
+def start_run(session: Session) -> None:
+    """The run dir with the recipe it runs, and the trackers."""
+    acc = session.acc
+    if acc.is_main_process:
+        session.run_dir.mkdir(parents=True, exist_ok=True)
+        (session.run_dir / "recipe.json").write_text(json.dumps(session.recipe.raw, indent=1, default=str))
+    acc.wait_for_everyone()
+    if acc.log_with:
+        acc.init_trackers("adapterhub", config={"recipe": session.recipe.name})
+
+
+def training_groups(recipe: Recipe) -> list[tuple[list[str], str]]:
+    """(task names, tag) per group: one joint group, or one group per task."""
+    names = list(recipe.tasks)
+    return [(names, "joint")] if recipe.training.mode == "joint" else [([t], t) for t in names]
+
+
+def setup_group(session: Session, names: list[str], tag: str) -> Group:
+    """Optimizer (one parameter group per task), schedule, the prepared loss module, hooks, streams, sampler."""
+    from transformers import get_scheduler
+
+    acc, tr, model, specs = session.acc, session.recipe.training, session.model, session.recipe.tasks
+    steps = steps_for(session, names)
+    param_groups = [{"params": model.adapter_parameters(t), "lr": specs[t].lr or tr.lr,
+                     "weight_decay": tr.weight_decay, "name": t} for t in names]
+    for t in model.adapters:  # only this group's adapters train
+        for p in model.adapter_parameters(t):
+            p.requires_grad_(t in names)
+    opt = torch.optim.AdamW(param_groups, lr=tr.lr)
+    sched = get_scheduler(SCHEDULES[tr.schedule], opt, num_warmup_steps=tr.warmup_steps, num_training_steps=steps)
+    loss_mod, opt, sched = acc.prepare(LossModule(model), opt, sched)
+    weights = {t: float(specs[t].loss_weight) for t in names}
+    hooks = method_hooks(session, names)
+    rank_seed = tr.seed * 1000 + acc.process_index
+    streams = {t: ExampleStream(len(session.tasks[t].train), rank_seed + i) for i, t in enumerate(names)}
+    sampler = TaskSampler({t: len(session.tasks[t].train) for t in names}, tr.sampling, tr.temperature,
+                          rank_seed, tr.progressive)
+    torch.manual_seed(rank_seed)
+    return Group(names, tag, steps, opt, sched, loss_mod, [p for g in param_groups for p in g["params"]],
+                 weights, hooks, streams, sampler)
+
+
+def method_hooks(session: Session, names: list[str]) -> dict[str, TrainingHooks]:
+    """{method name: its training hooks for this group's adapters of that method}."""
+    out = {}
+    for mname, method in methods().items():
+        mine = [t for t in names if session.model.entry(t).method is method]
+        hooks = method.training_hooks(session.model, mine, session.recipe.training.method_options(method)) \
+            if mine else None
+        if hooks is not None:
+            out[mname] = hooks
+    return out
+
+
+def steps_for(session: Session, names: list[str]) -> int:
+    tr = session.recipe.training
+    if tr.steps is not None:
+        return int(tr.steps)
+    n = sum(len(session.tasks[t].train) for t in names)
+    per_step = tr.batch_size * tr.grad_accum * session.acc.num_processes
+    return max(1, math.ceil(tr.epochs * n / per_step))
+
+
+def _has_tensorboard() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
