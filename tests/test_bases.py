@@ -70,7 +70,9 @@ def test_local_dir(tmp_path):
     assert base_id(str(d)) == str(d.resolve())
 
 
-def test_missing_dir(tmp_path):
+def test_missing_dir(tmp_path, monkeypatch):
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # relative specs resolve here: nothing outside the test can exist
     for spec in (str(tmp_path / "nope"), "./no-such-model-dir", "~/no-such-adapterhub-model-dir", "../x"):
         with pytest.raises(BaseSourceError, match="no such directory"):
             resolve_base(spec)

@@ -46,6 +46,11 @@ def fast_switching():
         torch.set_num_threads(old_threads)
 
 
+def banked_rows(model: AdapterModel) -> int:
+    """Bank rows held across all modules (0 once every banked adapter is deleted)."""
+    return sum(len(b) for m in model.base.modules() if isinstance(m, AdaptedLinear) for b in m._banks.values())
+
+
 def run_under_churn(serve_round, churn_once) -> tuple[list[BaseException], list[int], int]:
     """Run ``serve_round(worker)`` in N_WORKERS threads while the main thread runs ``churn_once(i)``; stop
     once every worker did MIN_ROUNDS rounds and the main thread MIN_SWAPS cycles (or after a time limit)."""
@@ -144,7 +149,9 @@ def test_hotswap_bert_forward_and_predict(tmp_path, fast_switching):
         model.activate(a)  # changes the default only; the workers pass adapters= explicitly
         with torch.no_grad():
             model(ids, mask, adapters=[a, b, c, "lora4", a, b])
-        weak.extend(weakref.ref(p) for n in (a, b, c) for p in model.adapter_parameters(n))
+        assert model.entry(a).banked and model.entry(b).banked  # loaded: the inference layout
+        weak.extend(weakref.ref(p) for p in model.adapter_parameters(c))
+        weak.append(weakref.ref(model.entry(a).head))
         for n in (a, b, c):
             model.delete_adapter(n)
 
@@ -156,6 +163,7 @@ def test_hotswap_bert_forward_and_predict(tmp_path, fast_switching):
     assert model.adapters == ["lora4", "lora8", "bn", "ada"]
     live = {model.entry(n).key for n in model.adapters}
     assert all(k in live for m in model.base.modules() if isinstance(m, AdaptedLinear) for k in m.units)
+    assert banked_rows(model) == 0  # every loaded (banked) adapter's rows were given back
     gc.collect()
     assert weak and all(r() is None for r in weak), "deleted adapters' parameters are still referenced"
     with torch.no_grad():
@@ -208,9 +216,11 @@ def test_hotswap_llama_generate(tmp_path, fast_switching):
     weak: list[weakref.ref] = []
 
     def churn_once(i: int) -> None:
-        a = model.load_adapter(d, name=f"tmp{i}").name
+        a = model.load_adapter(d, name=f"tmp{i}", trainable=i % 2 == 0).name  # both layouts
         model.activate(a)
-        weak.extend(weakref.ref(p) for p in model.adapter_parameters(a))
+        if i % 2 == 0:
+            weak.extend(weakref.ref(p) for p in model.adapter_parameters(a))
+        weak.append(weakref.ref(model.entry(a).head))
         model.delete_adapter(a)
 
     errors, rounds, swaps = run_under_churn(serve_round, churn_once)
@@ -219,6 +229,7 @@ def test_hotswap_llama_generate(tmp_path, fast_switching):
     assert min(rounds) >= 1 and swaps >= 1
     gc.collect()
     assert weak and all(r() is None for r in weak)
+    assert banked_rows(model) == 0
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -298,3 +309,56 @@ def test_layer_forward_sees_one_view_while_adapters_are_deleted(bert_model, vict
     if victim == "early":  # the next forward uses the new view
         with torch.no_grad(), routing.routed(names):
             torch.testing.assert_close(layer(x), ref, atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# hot reload: a new version swapped in under the same name while requests run
+# ---------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("trainable", [False, True])
+def test_replace_while_serving_never_mixes_versions(tmp_path, fast_switching, trainable):
+    """Workers run forwards and predicts routing ``v`` beside ``w`` while the main thread swaps versions 1 and 2
+    of ``v`` in and out with ``replace=True``: every call sees one version for all its ``v`` rows and layers
+    (its logits equal that version's reference), never a mix, never an error; the replaced versions are freed."""
+    model = AdapterModel(tiny_bert(), make_tokenizer(), base_id="tiny-bert")
+    model.add_adapter("w", LoRA(r=4), labels=LABELS2)
+    randomize(model, "w", 1, std=0.3)
+    dirs = []
+    for version, seed in ((1, 11), (2, 22)):
+        model.add_adapter(f"v{version}", LoRA(r=4, target_modules="all-linear"), labels=LABELS2)
+        randomize(model, f"v{version}", seed, std=0.5)
+        dirs.append(model.save_adapter(f"v{version}", tmp_path / f"v{version}"))
+        model.delete_adapter(f"v{version}")
+    model.eval()
+    enc = make_tokenizer()(TEXTS, padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    route = ["v", "w", "v", "v", "w", "v"]
+    refs, preds = [], []
+    for d in dirs:
+        model.load_adapter(d, name="v", replace=True, trainable=trainable)
+        with torch.no_grad():
+            refs.append(model(ids, mask, adapters=route).logits["v"])
+        preds.append(model.predict(TEXTS, adapters=route))
+    assert not torch.allclose(refs[0], refs[1], atol=1e-3) and preds[0] != preds[1]  # the versions differ
+    seen = set()
+
+    def serve_round(k: int) -> None:
+        with torch.no_grad():
+            got = model(ids, mask, adapters=route).logits["v"]
+        hits = [i for i, ref in enumerate(refs) if torch.allclose(got, ref, atol=1e-5, rtol=0)]
+        assert len(hits) == 1, f"v rows match neither version alone: {got} vs {refs}"
+        seen.add(hits[0])
+        assert model.predict(TEXTS, adapters=route) in preds
+
+    def churn_once(i: int) -> None:
+        model.load_adapter(dirs[i % 2], name="v", replace=True, trainable=trainable)
+
+    errors, rounds, swaps = run_under_churn(serve_round, churn_once)
+    if errors:
+        raise errors[0]
+    assert min(rounds) >= MIN_ROUNDS and swaps >= MIN_SWAPS and seen == {0, 1}
+    assert model.adapters == ["w", "v"]
+    live = {model.entry(n).key for n in model.adapters}
+    holders = [m for m in model.base.modules() if isinstance(m, AdaptedLinear)]
+    assert all(m.holds(k) is (k in live) for m in holders for k in list(m.units) + list(m._banked))
+    assert banked_rows(model) == (0 if trainable else len(model.adapter_units("v")))

@@ -125,17 +125,55 @@ def test_mixed_batch_equals_rows_alone(case, base):
 @matrix
 @cases
 def test_save_load_round_trip(case, base, tmp_path):
+    """Trainable units -> files -> trainable units: the same function (the same float ops, 1e-6)."""
     _, method, kw = case
     model = _model(base)
     _add(model, "x", method, kw, base)
     model.save_adapter("x", tmp_path / "x")
     other = _model(base)
-    other.load_adapter(tmp_path / "x", name="y")
-    assert other.entry("y").method is get_method(method)
+    other.load_adapter(tmp_path / "x", name="y", trainable=True)
+    assert other.entry("y").method is get_method(method) and not other.entry("y").banked
     assert sorted(other.adapter_units("y")) == sorted(model.adapter_units("x"))
     ids, mask = _batch()
     torch.testing.assert_close(_hidden(other, ids, mask, "y"), _hidden(model, ids, mask, "x"), atol=1e-6, rtol=0)
     assert other.predict(["the film was good"], adapters="y") == model.predict(["the film was good"], adapters="x")
+
+
+@matrix
+@cases
+def test_banks_are_exact_and_route_like_units(case, base, tmp_path):
+    """The inference layout: load -> banks (default), train -> bank -> save -> load; no value is lost (the files
+    written from banks are the files written from units, byte for byte) and outputs agree with the trainable
+    layout, alone and in a batch mixing both layouts. The banked product is ordered differently (``(x A^T * e s)
+    B^T`` vs ``s (x A^T) B^T``): float32 rounding, amplified through the layers by these large random adapters, so
+    the comparison allows 1e-4 (relative and absolute; |h| is up to ~3) where the same-layout checks allow 1e-6."""
+    _, method, kw = case
+    model = _model(base)
+    _add(model, "x", method, kw, base, seed=1)
+    _add(model, "t", method, kw, base, seed=2)
+    d_units = model.save_adapter("x", tmp_path / "units")
+    ids, mask = _batch(6)
+    want = _hidden(model, ids, mask, "x")
+    model.bank("x")
+    assert model.entry("x").banked and model.entry("x").slot > 0
+    with pytest.raises(AdapterHubError, match="held in banks"):
+        model.adapter_parameters("x")
+    close = dict(atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(_hidden(model, ids, mask, "x"), want, **close)
+    d_banks = model.save_adapter("x", tmp_path / "banks")
+    for f in ("adapter_model.safetensors", "adapterhub_head.safetensors", "adapter_config.json"):
+        assert (d_banks / f).read_bytes() == (d_units / f).read_bytes(), f
+    other = _model(base)
+    other.load_adapter(d_banks, name="y")  # banked by default
+    assert other.entry("y").banked
+    torch.testing.assert_close(_hidden(other, ids, mask, "y"), want, **close)
+    route = ["x", "t", "x", "t", "t", "x"]  # banked rows beside trainable rows in one forward
+    mixed = model(ids, mask, adapters=route).hidden_states
+    for i, n in enumerate(route):
+        torch.testing.assert_close(mixed[i:i + 1], _hidden(model, ids[i:i + 1], mask[i:i + 1], n), **close)
+    model.unbank("x")
+    assert not model.entry("x").banked
+    torch.testing.assert_close(_hidden(model, ids, mask, "x"), want, atol=1e-6, rtol=0)
 
 
 @matrix

@@ -603,7 +603,7 @@ def test_save_load_round_trip(kind, tmp_path):
     with torch.no_grad():
         ref = model(ids, mask, adapters="ad")
     fresh = AdapterModel(make_base(), tok, base_id="tiny-base")
-    entry = fresh.load_adapter(d)
+    entry = fresh.load_adapter(d, trainable=True)  # the training layout: the very same float ops
     assert entry.name == "ad" and fresh.adapters == ["ad"] and entry.task == task
     assert type(entry.config) is type(cfg) and entry.metrics == {"accuracy": 0.75}
     for f in ("r", "dropout", "use_rslora", "init_r", "target_r", "total_step", "reduction_factor", "placement",
@@ -621,9 +621,18 @@ def test_save_load_round_trip(kind, tmp_path):
     # loaded adapter is trainable like a new one
     assert all(p.requires_grad for p in fresh.adapter_parameters("ad"))
     # a second copy under another name in the same model
-    model.load_adapter(d, name="ad_copy")
+    model.load_adapter(d, name="ad_copy", trainable=True)
     with torch.no_grad():
         assert torch.equal(model(ids, mask, adapters="ad_copy").logits["ad_copy"], ref.logits["ad"])
+    # the default: held in banks for inference (the same values, products ordered differently)
+    banked = model.load_adapter(d, name="ad_banked")
+    assert banked.banked
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask, adapters="ad_banked").logits["ad_banked"], ref.logits["ad"],
+                                   atol=1e-5, rtol=1e-5)
+    d3 = model.save_adapter("ad_banked", tmp_path / "from-banks")
+    for f in ("adapter_model.safetensors", "adapterhub_head.safetensors", "adapter_config.json"):
+        assert _sha(d3 / f) == _sha(d / f), f
     # saving the loaded copy reproduces the same tensors
     d2 = fresh.save_adapter("ad", tmp_path / "again")
     for f in ("adapter_model.safetensors", "adapterhub_head.safetensors", "adapter_config.json", "adapterhub_head.json"):

@@ -97,6 +97,8 @@ class Method:
     linear: ClassVar[bool] = False           # delta(x) = scale * B @ A @ x: :meth:`lowrank_factors` exists
     accepts_factors: ClassVar[bool] = False  # the target of combine(): :meth:`factor_config` / :meth:`set_factors`
     card_keys: ClassVar[tuple[str, ...]] = ()
+    file_keys: ClassVar[tuple[str, ...]] = ()  # tensor suffixes of one module in adapter_model.safetensors
+    card_extra_keys: ClassVar[tuple[str, ...]] = ()  # the keys :meth:`card_extra` writes
     size_key: ClassVar[str] = ""             # the file tensor whose ``size_dim`` is the module's size (rank, width)
     size_dim: ClassVar[int] = 0
     size_label: ClassVar[str] = "rank"
@@ -172,6 +174,35 @@ class Method:
             return "Rank allocation", [f"{len(sizes)} modules, {self.size_label} {vals[0]} each.", ""]
         return "Rank allocation", sizes_table(self.size_label, sizes)
 
+    # --- banks (the inference layout) ----------------------------------------------------------
+    @property
+    def bankable(self) -> bool:
+        """Whether this method's adapters can be held in banks (it defines :meth:`unit_row`, :meth:`file_row`'s
+        inverse :meth:`row_file_state`, ``file_keys``, and its kind applies bank rows). Adapters of other methods
+        load as trainable units."""
+        return type(self).unit_row is not Method.unit_row and bool(self.file_keys)
+
+    def unit_row(self, unit: nn.Module) -> dict[str, Any]:
+        """The banked row of a unit (a trainable adapter moving into the inference layout)."""
+        raise AdapterHubError(f"{self.name} adapters cannot be held in banks")
+
+    def file_row(self, config: MethodConfig, path: str, module: nn.Linear, state: dict[str, torch.Tensor]) -> dict:
+        """The banked row of one module's file tensors (``state``: suffix -> tensor), checked against ``module``.
+        Default: through a unit (slower: builds the module)."""
+        unit = self.create(config, module, path, init=False)
+        self.load_unit_file_state(unit, state, path)
+        return self.unit_row(unit)
+
+    def row_file_state(self, config: MethodConfig, path: str, row: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The file tensors (suffix -> tensor) of one module's banked row: the inverse of :meth:`file_row`."""
+        raise AdapterHubError(f"{self.name} adapters cannot be held in banks")
+
+    def unit_from_row(self, config: MethodConfig, path: str, module: nn.Linear, row: dict[str, Any]) -> nn.Module:
+        """A (detached) unit holding a banked row's values: for saving, merging and moving back to training."""
+        unit = self.create(config, module, path, init=False)
+        self.load_unit_file_state(unit, self.row_file_state(config, path, row), path)
+        return unit
+
     # --- linear view (merge / combine) ---------------------------------------------------------
     def lowrank_factors(self, unit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
         """(A [r, in], B [out, r], scale) such that delta(x) = scale * x @ A.T @ B.T. ``linear`` methods only."""
@@ -203,6 +234,17 @@ class Method:
 
     def __repr__(self) -> str:
         return f"<method {self.name}>"
+
+
+def check_shapes(path: str, state: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]]) -> None:
+    """A module's file tensors must be exactly ``expected`` (suffix -> shape)."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        raise AdapterHubError(f"module {path}: missing tensors {missing}, unexpected tensors {extra}")
+    for key, shape in expected.items():
+        if tuple(state[key].shape) != tuple(shape):
+            raise AdapterHubError(f"module {path}: tensor {key} has shape {tuple(state[key].shape)}, the base needs "
+                                  f"{tuple(shape)} (adapter made for another base?)")
 
 
 def strip_prefix(key: str) -> str:

@@ -19,7 +19,7 @@ from torch.nn.utils import skip_init
 from ..errors import AdapterHubError
 from ..routing import UnitKind
 from ..routing.stacks import as_rows, gathered_mlp, stack_padded, stack_vectors
-from .base import Method, MethodConfig, targetable_modules
+from .base import Method, MethodConfig, check_shapes, targetable_modules
 from .registry import register_method
 
 ACTIVATIONS = {"relu": torch.relu, "gelu": nn.functional.gelu, "silu": nn.functional.silu, "tanh": torch.tanh}
@@ -91,6 +91,22 @@ class BottleneckKind(UnitKind):
         d = gathered_mlp(as_rows(base_out, n_rows).to(dw.dtype), idx, dw, db, uw, ub, act)
         return out + d.reshape(*out.shape).to(out.dtype)
 
+    # banks: rows {"dw", "db", "uw", "ub", "act"}; one bank per activation
+    def bank_group(self, row):
+        return row["act"]
+
+    def apply_bank_row(self, row, x, base_out, out):
+        act = ACTIVATIONS[row["act"]]
+        h = base_out.to(row["dw"].dtype)
+        return out + nn.functional.linear(act(nn.functional.linear(h, row["dw"], row["db"])), row["uw"],
+                                          row["ub"]).to(out.dtype)
+
+    def apply_bank_rows(self, state, x, base_out, out, idx, n_rows):
+        r = state.rows
+        d = gathered_mlp(as_rows(base_out, n_rows).to(r["dw"].dtype), idx, r["dw"], r["db"], r["uw"], r["ub"],
+                         ACTIVATIONS[state.static["act"]])
+        return out + d.reshape(*out.shape).to(out.dtype)
+
 
 class BottleneckMethod(Method):
     name = "bottleneck"
@@ -99,6 +115,7 @@ class BottleneckMethod(Method):
     kind = BottleneckKind()
     peft_type = "BOTTLENECK"
     card_keys = ("reduction_factor", "placement", "non_linearity")
+    file_keys = ("adapter_down.weight", "adapter_down.bias", "adapter_up.weight", "adapter_up.bias")
     size_key = "adapter_down.weight"
     size_label = "bottleneck width"
 
@@ -123,6 +140,24 @@ class BottleneckMethod(Method):
 
     def describe_sizes(self, config: dict[str, Any], sizes: dict[str, int]) -> tuple[str, list[str]]:
         return "Bottleneck sizes", super().describe_sizes(config, sizes)[1]
+
+    def unit_row(self, unit: BottleneckUnit) -> dict:
+        return {"dw": unit.adapter_down.weight.detach(), "db": unit.adapter_down.bias.detach(),
+                "uw": unit.adapter_up.weight.detach(), "ub": unit.adapter_up.bias.detach(), "act": unit.non_linearity}
+
+    def file_row(self, config: Bottleneck, path: str, module: nn.Linear, state: dict[str, torch.Tensor]) -> dict:
+        h = module.out_features
+        w = max(1, h // config.reduction_factor)
+        check_shapes(path, state, {"adapter_down.weight": (w, h), "adapter_down.bias": (w,),
+                                   "adapter_up.weight": (h, w), "adapter_up.bias": (h,)})
+        dtype = module.weight.dtype if module.weight.is_floating_point() else torch.float32
+        return {"dw": state["adapter_down.weight"].to(dtype), "db": state["adapter_down.bias"].to(dtype),
+                "uw": state["adapter_up.weight"].to(dtype), "ub": state["adapter_up.bias"].to(dtype),
+                "act": config.non_linearity}
+
+    def row_file_state(self, config: Bottleneck, path: str, row: dict) -> dict[str, torch.Tensor]:
+        return {"adapter_down.weight": row["dw"], "adapter_down.bias": row["db"], "adapter_up.weight": row["uw"],
+                "adapter_up.bias": row["ub"]}
 
     def unit_file_state(self, unit: BottleneckUnit) -> dict[str, torch.Tensor]:
         return {"adapter_down.weight": unit.adapter_down.weight, "adapter_down.bias": unit.adapter_down.bias,

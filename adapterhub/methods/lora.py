@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn.utils import skip_init
 
 from ..errors import AdapterHubError
-from .base import Method, MethodConfig
-from .lowrank_kind import LOWRANK
+from .base import Method, MethodConfig, check_shapes
+from .lowrank_kind import LOWRANK, lowrank_row
 from .peft_compat import default_lora_targets, jsonable
 from .registry import register_method
 
@@ -96,6 +96,7 @@ class LoRAMethod(Method):
     linear = True
     accepts_factors = True
     card_keys = ("r", "alpha", "dropout", "use_rslora")
+    file_keys = ("lora_A.weight", "lora_B.weight")
     size_key = "lora_A.weight"
 
     def default_targets(self, config, base):
@@ -117,6 +118,19 @@ class LoRAMethod(Method):
         with torch.no_grad():
             unit.lora_A.weight.copy_(a.to(unit.lora_A.weight.dtype))
             unit.lora_B.weight.copy_(b.to(unit.lora_B.weight.dtype))
+
+    def unit_row(self, unit: LoRAUnit) -> dict:
+        return lowrank_row(unit.lora_A.weight, unit.lora_B.weight, None, unit.scaling)
+
+    def file_row(self, config: LoRA, path: str, module: nn.Linear, state: dict[str, torch.Tensor]) -> dict:
+        r, _ = config.for_module(path)
+        check_shapes(path, state, {"lora_A.weight": (r, module.in_features), "lora_B.weight": (module.out_features, r)})
+        dtype = module.weight.dtype if module.weight.is_floating_point() else torch.float32
+        return lowrank_row(state["lora_A.weight"].to(dtype), state["lora_B.weight"].to(dtype), None,
+                           config.module_scaling(path))
+
+    def row_file_state(self, config: LoRA, path: str, row: dict) -> dict[str, torch.Tensor]:
+        return {"lora_A.weight": row["a"], "lora_B.weight": row["bt"].t()}
 
     def unit_file_state(self, unit: LoRAUnit) -> dict[str, torch.Tensor]:
         return {"lora_A.weight": unit.lora_A.weight, "lora_B.weight": unit.lora_B.weight}

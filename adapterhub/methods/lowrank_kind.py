@@ -1,6 +1,11 @@
 """The low-rank unit kind, shared by LoRA and AdaLoRA: a delta on the module's input, ``scale * B (A x)``, where
 the method gives ``(A, B, scale)`` of a unit (:meth:`~adapterhub.methods.Method.lowrank_factors`). Per-unit input
-dropout (``unit.dropout``) applies in training."""
+dropout (``unit.dropout``) applies in training.
+
+Banked rows (:func:`lowrank_row`): ``a`` = A ``[r, in]``, ``bt`` = B^T ``[r, out]``, ``e`` the per-rank factors
+(AdaLoRA's singular values; ones for LoRA), ``s`` the scale, ``es`` = e * s (what a forward uses; ``e`` and ``s``
+keep the files exact). Banks group rows by rank bucket (powers of two) so one rank-64 adapter does not make every
+rank-8 row pay for 64."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -48,4 +53,35 @@ class LowRankKind(UnitKind):
         return out + delta.reshape(*out.shape).to(out.dtype)
 
 
+    # --- banks ------------------------------------------------------------------------------------------
+    def bank_group(self, row):
+        r = int(row["a"].shape[0])
+        return 1 << max(0, (r - 1).bit_length())
+
+    def apply_bank_row(self, row, x, base_out, out):
+        a, bt, es = row["a"], row["bt"], row["es"]
+        z = F.linear(x.to(a.dtype), a) * es
+        if out.dtype == bt.dtype:
+            o2 = out.reshape(-1, out.shape[-1])
+            return torch.addmm(o2, z.reshape(o2.shape[0], -1), bt).view(out.shape)
+        return out + (z @ bt).to(out.dtype)
+
+    def apply_bank_rows(self, state, x, base_out, out, idx, n_rows):
+        rows = state.rows
+        a, bt = rows["a"].index_select(0, idx), rows["bt"].index_select(0, idx)
+        xr = as_rows(x, n_rows).to(a.dtype)
+        z = torch.bmm(xr, a.transpose(1, 2)) * rows["es"].index_select(0, idx).unsqueeze(1)
+        if out.dtype == a.dtype:
+            return torch.baddbmm(as_rows(out, n_rows), z, bt).reshape(out.shape)
+        return out + torch.bmm(z, bt).reshape(*out.shape).to(out.dtype)
+
+
 LOWRANK = LowRankKind()
+
+
+def lowrank_row(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor | None, scale: float) -> dict:
+    """A banked row from factors ``A [r, in]``, ``B [out, r]``, per-rank ``e`` (None: ones) and the scale."""
+    a, b = a.detach(), b.detach()
+    e = torch.ones(a.shape[0], dtype=a.dtype, device=a.device) if e is None else e.detach().reshape(-1).to(a.dtype)
+    s = torch.tensor(float(scale), dtype=a.dtype, device=a.device)
+    return {"a": a, "bt": b.t(), "e": e, "s": s, "es": e * s}

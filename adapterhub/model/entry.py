@@ -13,7 +13,8 @@ from ..methods import Method, MethodConfig
 class AdapterEntry:
     """The registry's record of one adapter: its method and config, task, the base modules it targets, and the
     metrics / card extras it was loaded with (``source``: where it came from). ``key`` is the unique instance key
-    its units are held under in the modules (set when it is attached); ``head`` its task head."""
+    its units are held under in the modules (set when it is attached); ``head`` its task head; ``slot`` its bank
+    slot when it is held in banks for inference (``banked``), else 0 (trainable units)."""
 
     name: str
     config: MethodConfig
@@ -25,6 +26,12 @@ class AdapterEntry:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)  # card extras (e.g. datasets)
     key: str = ""
     head: Any = dataclasses.field(default=None, repr=False)
+    slot: int = 0  # its bank slot when held in banks (the inference layout); 0: trainable units
+
+
+    @property
+    def banked(self) -> bool:
+        return self.slot != 0
 
 
 @dataclasses.dataclass

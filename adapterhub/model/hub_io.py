@@ -38,7 +38,8 @@ def push(model, names: str | Sequence[str], repo_id: str, *, multi: bool | None 
 def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: str | Sequence[str] | None = None,
                   name: str | None = None, allow_base_mismatch: bool = False, store=None,
                   token: str | bool | None = None, endpoint: str | None = None,
-                  cache_dir: str | os.PathLike | None = None, progress: bool = True, replace: bool = False):
+                  cache_dir: str | os.PathLike | None = None, progress: bool = True, replace: bool = False,
+                  trainable: bool = False):
     """``model.load_adapter("user/repo", ...)``: everything is checked before the model changes (sha256 of every
     file, names valid, not loaded and distinct, the base fingerprint); the adapters are stored, read back from the
     store and only then attached, all at once. ``adapters``: a name or names of a multi-adapter repo (default:
@@ -63,8 +64,8 @@ def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: st
                        repo_id + (f"/{fa.subfolder}" if fa.subfolder else ""), allow_base_mismatch)
             chosen.append(nm)
         entries = [store_staged(store, d, card.name) for _fa, d, card in staged]
-    read: list[ReadAdapter] = [read_adapter(model, e.path, nm, allow_base_mismatch, replace=replace)
-                               for e, nm in zip(entries, chosen)]
-    loaded = [model.attach_adapter(r.entry, r.units, r.head, replace=replace) for r in read]
+    read: list[ReadAdapter] = [read_adapter(model, e.path, nm, allow_base_mismatch, replace=replace,
+                                            trainable=trainable) for e, nm in zip(entries, chosen)]
+    loaded = [model.attach_adapter(r.entry, r.units, r.head, replace=replace, rows=r.rows) for r in read]
     single = len(loaded) == 1 and (isinstance(adapters, str) or (adapters is None and not fetched[0].subfolder))
     return loaded[0] if single else loaded

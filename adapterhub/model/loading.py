@@ -15,7 +15,7 @@ from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMi
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
 from .entry import AdapterEntry
-from .units import build_units, has_module
+from .units import build_units, has_module, target_linears
 
 
 def check_replacement(model, name: str, task: str, labels, replace: bool, where: str) -> None:
@@ -34,10 +34,12 @@ def check_replacement(model, name: str, task: str, labels, replace: bool, where:
 
 @dataclasses.dataclass
 class ReadAdapter:
-    """An adapter read from disk and checked against a base: attaching it cannot fail."""
+    """An adapter read from disk and checked against a base: attaching it cannot fail. It holds either trainable
+    ``units`` or bank ``rows`` (the inference layout), by module path."""
 
     entry: AdapterEntry
-    units: dict[str, nn.Module]
+    units: dict[str, nn.Module] | None
+    rows: dict[str, dict] | None
     head: Head
 
 
@@ -88,25 +90,45 @@ def _targets(base: nn.Module, method: Method, config: MethodConfig, spec, direct
     return targets
 
 
-def _units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str], directory: Path,
-           card: AdapterCard) -> dict[str, nn.Module]:
-    units = build_units(base, method, config, targets, init=False)  # every value comes from the file
+def _module_states(suffixes: set[str], targets: list[str], directory: Path, card: AdapterCard):
+    """{module path: {suffix: tensor}} of the weights file (read once, sha256-checked against the card)."""
     state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights",
                              card_sha256(card, WEIGHTS_FILE, str(directory)))
-    suffixes = {s for u in units.values() for s in method.unit_file_state(u)}
     per_module = split_module_keys(state, suffixes)
-    extra = sorted(set(per_module) - set(units))
+    extra = sorted(set(per_module) - set(targets))
     if extra:
         raise BaseMismatchError(f"{directory / WEIGHTS_FILE}: weights for modules not in adapter_config "
                                 f"target_modules: {extra[:3]}")
+    missing = [p for p in targets if p not in per_module]
+    if missing:
+        raise AdapterFileError(f"{directory / WEIGHTS_FILE}: no weights for target module {missing[0]!r}")
+    return per_module
+
+
+def _units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str], directory: Path,
+           card: AdapterCard) -> dict[str, nn.Module]:
+    units = build_units(base, method, config, targets, init=False)  # every value comes from the file
+    suffixes = set(method.file_keys) or {k for u in units.values() for k in method.unit_file_state(u)}
+    per_module = _module_states(suffixes, targets, directory, card)
     for path, unit in units.items():
-        if path not in per_module:
-            raise AdapterFileError(f"{directory / WEIGHTS_FILE}: no weights for target module {path!r}")
         try:
             method.load_unit_file_state(unit, per_module[path], path)
         except AdapterHubError as e:
             raise BaseMismatchError(f"{directory}: {e}") from None
     return units
+
+
+def _rows(base: nn.Module, method: Method, config: MethodConfig, targets: list[str], directory: Path,
+          card: AdapterCard) -> dict[str, dict]:
+    linears = target_linears(base, targets)
+    per_module = _module_states(set(method.file_keys), targets, directory, card)
+    rows = {}
+    for path, lin in linears.items():
+        try:
+            rows[path] = method.file_row(config, path, lin, per_module[path])
+        except AdapterHubError as e:
+            raise BaseMismatchError(f"{directory}: {e}") from None
+    return rows
 
 
 def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
@@ -132,9 +154,9 @@ def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
 
 
 def read_adapter(model, directory: Path, name: str | None = None, allow_base_mismatch: bool = False,
-                 replace: bool = False) -> ReadAdapter:
+                 replace: bool = False, trainable: bool = False) -> ReadAdapter:
     """Read and check the adapter in ``directory`` for ``model`` (registered as ``name``, default the card's;
-    ``replace``: may replace a loaded adapter of that name)."""
+    ``replace``: may replace a loaded adapter of that name), as bank rows, or as trainable units."""
     directory = Path(directory)
     refuse_pickle_only(directory)
     card = AdapterCard.read(directory)
@@ -143,11 +165,15 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
     targets = _targets(model.base, method, config, cfg_dict.get("target_modules"), directory)
-    units = _units(model.base, method, config, targets, directory, card)
-    head = _head(directory, card, model.hidden_size)
     if card.task == CAUSAL_LM and model.lm_head is None:
         raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
-    extra = {k: v for k, v in card.extra.items() if k not in method.card_extra(units)}
+    units = rows = None
+    if trainable or not method.bankable:
+        units = _units(model.base, method, config, targets, directory, card)
+    else:
+        rows = _rows(model.base, method, config, targets, directory, card)
+    head = _head(directory, card, model.hidden_size)
+    extra = {k: v for k, v in card.extra.items() if k not in method.card_extra_keys}  # rewritten on save
     entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics),
                          source=str(directory), extra=extra)
-    return ReadAdapter(entry, units, head)
+    return ReadAdapter(entry, units, rows, head)

@@ -31,7 +31,7 @@ from ..merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_del
 from ..methods import factor_method, methods
 from ..routing import AdaptedLinear
 from .entry import AdapterEntry
-from .units import adapted_modules, build_units, unwrap_all
+from .units import build_units, unwrap_all
 
 #: written beside an exported merged model: which adapter was folded into which base
 MERGED_INFO_FILE = "adapterhub_merged.json"
@@ -77,7 +77,8 @@ def merge(model, name: str) -> None:
             raise AdapterHubError(f"adapter {name!r} is already merged")
         raise AdapterHubError(f"adapter {current!r} is merged; call unmerge() before merging {name!r}")
     key = e.key
-    mods = adapted_modules(model.base, key)
+    units = model.adapter_units(name)  # banked adapters: detached copies of their rows
+    mods = {path: model.base.get_submodule(path) for path in units}
     for path, mod in mods.items():
         if not mod.base_layer.weight.is_floating_point():
             raise AdapterHubError(f"cannot merge into {path!r}: its weight is {mod.base_layer.weight.dtype}, "
@@ -88,7 +89,7 @@ def merge(model, name: str) -> None:
             for path, mod in mods.items():
                 w = mod.base_layer.weight
                 backup[path] = (mod, w.detach().clone())
-                w.copy_(_folded(w, e.method, mod.units[key]))
+                w.copy_(_folded(w, e.method, units[path]))
                 mod.merged_name = key
         except BaseException:
             _restore(backup)
@@ -181,7 +182,7 @@ def combine(model, weights: Mapping[str, float], name: str, method: str = "linea
     units = {n: model.adapter_units(n) for n in names}
     keys = {e.key for e in entries}
     paths = [p for p, m in model.base.named_modules()  # module order
-             if isinstance(m, AdaptedLinear) and any(k in m.units for k in keys)]
+             if isinstance(m, AdaptedLinear) and any(m.holds(k) for k in keys)]
     if rank is None:
         ranks = [int(e.method.lowrank_factors(next(iter(units[n].values())))[0].shape[0]) for n, e in
                  zip(names, entries)]

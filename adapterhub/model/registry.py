@@ -24,6 +24,8 @@ class Registry:
         self._uses: dict[str, int] = {}
         self._retired: dict[str, Callable[[], None]] = {}
         self._ids = itertools.count(1)
+        self._free_slots: list[int] = []
+        self._next_slot = 1  # bank slot 0 means "not banked"
 
     def snapshot(self) -> Mapping[str, AdapterEntry]:
         """The current mapping (never mutated afterwards)."""
@@ -40,6 +42,19 @@ class Registry:
 
     def new_key(self, name: str) -> str:
         return f"{name}#{next(self._ids)}"
+
+    def new_slot(self) -> int:
+        """A free bank slot (slots of retired adapters are reused once they are detached)."""
+        with self.lock:
+            if self._free_slots:
+                return self._free_slots.pop()
+            self._next_slot += 1
+            return self._next_slot - 1
+
+    def free_slot(self, slot: int) -> None:
+        if slot:
+            with self.lock:
+                self._free_slots.append(slot)
 
     def publish(self, entry: AdapterEntry) -> AdapterEntry | None:
         """Make ``entry`` the adapter of its name; returns the entry it replaces (the caller retires it)."""

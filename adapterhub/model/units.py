@@ -1,6 +1,9 @@
-"""Adapter units on the base: building them for the modules a method targets, wrapping those modules in
-:class:`~adapterhub.routing.AdaptedLinear`, and unwrapping modules left with no adapter. Functions over the base
-module; the model calls them."""
+"""Adapters on the base: the targeted Linears, the units or bank rows an adapter holds on them, wrapping those
+modules in :class:`~adapterhub.routing.AdaptedLinear`, and unwrapping modules left with no adapter. Functions over
+the base module; the model calls them.
+
+Two layouts: *units* (``nn.Module`` parameters, trainable, autograd) and *bank rows* (one row per module in the
+kind's bank: the inference layout: no modules, loaded by copying tensors)."""
 from __future__ import annotations
 
 from torch import nn
@@ -37,11 +40,9 @@ def _inside_adapted(base: nn.Module, path: str) -> bool:
     return False
 
 
-def build_units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str],
-                init: bool = True) -> dict[str, nn.Module]:
-    """Method ``method``'s unit for each target path (nothing is attached yet). ``init=False``: parameters left
-    uninitialised, their values are about to be loaded."""
-    units = {}
+def target_linears(base: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
+    """The base Linear at each target path (inside its wrapper when already adapted), checked."""
+    out = {}
     for path in targets:
         mod = module_at(base, path)
         if _inside_adapted(base, path):
@@ -49,8 +50,15 @@ def build_units(base: nn.Module, method: Method, config: MethodConfig, targets: 
         lin = mod.base_layer if isinstance(mod, AdaptedLinear) else mod
         if not isinstance(lin, nn.Linear):
             raise BaseMismatchError(f"module {path!r} of the base is a {type(lin).__name__}, not a Linear")
-        units[path] = method.create(config, lin, path, init=init)
-    return units
+        out[path] = lin
+    return out
+
+
+def build_units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str],
+                init: bool = True) -> dict[str, nn.Module]:
+    """Method ``method``'s unit for each target path (nothing is attached yet). ``init=False``: parameters left
+    uninitialised, their values are about to be loaded."""
+    return {path: method.create(config, lin, path, init=init) for path, lin in target_linears(base, targets).items()}
 
 
 def _set_child(base: nn.Module, path: str, module: nn.Module) -> None:
@@ -59,34 +67,54 @@ def _set_child(base: nn.Module, path: str, module: nn.Module) -> None:
     setattr(parent, child, module)
 
 
+def _wrapped(base: nn.Module, path: str) -> AdaptedLinear:
+    mod = base.get_submodule(path)
+    if not isinstance(mod, AdaptedLinear):
+        wrapped = AdaptedLinear(mod)
+        wrapped.train(mod.training)
+        _set_child(base, path, wrapped)
+        mod = wrapped
+    return mod
+
+
 def attach_units(base: nn.Module, key: str, method: Method, units: dict[str, nn.Module], training: bool) -> None:
     """Add the units of adapter instance ``key`` to their modules, wrapping plain Linears first. Cannot fail: every
     check was made when the units were built."""
     for path, unit in units.items():
-        mod = base.get_submodule(path)
-        if not isinstance(mod, AdaptedLinear):
-            wrapped = AdaptedLinear(mod)
-            wrapped.train(mod.training)
-            _set_child(base, path, wrapped)
-            mod = wrapped
         unit.train(training)
-        mod.add(key, method, unit)
+        _wrapped(base, path).add(key, method, unit)
+
+
+def attach_rows(base: nn.Module, key: str, slot: int, method: Method, rows: dict[str, dict]) -> None:
+    """Put the bank rows of adapter instance ``key`` (bank slot ``slot``) into their modules' banks."""
+    for path, row in rows.items():
+        _wrapped(base, path).add_bank_row(key, slot, method, row)
 
 
 def adapted_modules(base: nn.Module, key: str) -> dict[str, AdaptedLinear]:
-    """Module path -> the wrapper holding a unit of adapter instance ``key``."""
-    return {path: mod for path, mod in base.named_modules() if isinstance(mod, AdaptedLinear) and key in mod.units}
+    """Module path -> the wrapper holding a unit or a bank row of adapter instance ``key``."""
+    return {path: mod for path, mod in base.named_modules() if isinstance(mod, AdaptedLinear) and mod.holds(key)}
 
 
 def units_of(base: nn.Module, key: str) -> dict[str, nn.Module]:
-    return {path: mod.units[key] for path, mod in adapted_modules(base, key).items()}
+    return {path: mod.units[key] for path, mod in adapted_modules(base, key).items() if key in mod.units}
 
 
-def detach_units(base: nn.Module, key: str) -> None:
-    """Remove the units of adapter instance ``key``; modules left with no adapter are unwrapped back to their
-    Linear."""
+def rows_of(base: nn.Module, key: str) -> dict[str, dict]:
+    out = {}
+    for path, mod in adapted_modules(base, key).items():
+        row = mod.bank_row(key)
+        if row is not None:
+            out[path] = row
+    return out
+
+
+def detach(base: nn.Module, key: str) -> None:
+    """Remove adapter instance ``key`` (units and bank rows); modules left with no adapter are unwrapped back to
+    their Linear."""
     for path, mod in list(adapted_modules(base, key).items()):
         mod.remove(key)
+        mod.drop_bank_row(key)
         if len(mod) == 0:
             _set_child(base, path, mod.base_layer)
 

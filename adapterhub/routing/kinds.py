@@ -11,6 +11,10 @@ For a batch, :class:`~adapterhub.routing.layer.AdaptedLinear` calls
 
 Every kind gets the module input ``x`` and the base output ``base_out``, and returns ``out`` plus its rows' deltas.
 A row uses one adapter, so at most one kind changes it.
+
+Adapters held for inference live in banks (:mod:`adapterhub.routing.bank`), one *row* (a dict of tensors, plus
+non-tensor values shared by its group) per adapter: the method makes rows (``Method.unit_row`` / ``file_row``)
+and :meth:`UnitKind.apply_bank_row` / :meth:`UnitKind.apply_bank_rows` apply them alone or gathered per batch row.
 """
 from __future__ import annotations
 
@@ -44,6 +48,21 @@ class UnitKind:
     def apply_rows(self, stack: Any, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
                    idx: torch.Tensor, n_rows: int, training: bool) -> torch.Tensor:
         """``out`` plus, for row ``i``, the delta of the unit in slot ``idx[i]`` (zero for the zero slot)."""
+        raise NotImplementedError
+
+    # --- banks (inference layout) ---------------------------------------------------------------------
+    def bank_group(self, row: dict) -> Hashable:
+        """Rows with different groups go to different banks (e.g. activations, rank buckets). Default: one."""
+        return None
+
+    def apply_bank_row(self, row: dict, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out`` plus one banked adapter's delta on every row (``row``: its unpadded tensors)."""
+        raise NotImplementedError
+
+    def apply_bank_rows(self, state, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
+                        idx: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """``out`` plus, for batch row ``i``, the delta of bank row ``idx[i]`` (``state.rows``: the stacked
+        tensors; row 0 is all zeros)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from ..errors import AdapterHubError
+from .bank import Bank
 from .kinds import UnitKind
-from .route import current_route
+from .route import Route, current_route
 
 _VERSION = attrgetter("_version")
 _NOT_NONE = partial(is_not, None)
@@ -67,6 +68,8 @@ class AdaptedLinear(nn.Module):
         self.base_layer = base_layer
         self.units = nn.ModuleDict()
         self._slots = _Slots({}, {})
+        self._banks: dict[tuple, Bank] = {}  # (kind name, group) -> bank; replaced, never mutated
+        self._banked: dict[str, int] = {}     # instance key -> bank slot; replaced, never mutated
         self.merged_name: str | None = None
 
     # expose the base's attributes that model code reads
@@ -104,14 +107,58 @@ class AdaptedLinear(nn.Module):
         del self.units[name]
 
     def __len__(self) -> int:
-        return len(self._slots.methods)
+        return len(self._slots.methods) + len(self._banked)
+
+    # --- banks (the inference layout) -------------------------------------------------------------------
+    def add_bank_row(self, key: str, slot: int, method, row: dict) -> None:
+        """Hold adapter instance ``key`` (bank slot ``slot``) as one row of its kind's bank on this module."""
+        kind = method.kind
+        gid = (kind.name, kind.bank_group(row))
+        bank = self._banks.get(gid)
+        if bank is None:
+            bank = Bank(kind, gid[1], row)
+            self._banks = {**self._banks, gid: bank}
+        bank.put(slot, row)
+        self._banked = {**self._banked, key: slot}
+
+    def drop_bank_row(self, key: str) -> None:
+        slot = self._banked.get(key)
+        if slot is None:
+            return
+        if key == self.merged_name:
+            raise AdapterHubError(f"adapter {display_name(key)!r} is merged into the base weights; call unmerge() "
+                                  "before deleting it")
+        banks = dict(self._banks)
+        for gid, bank in list(banks.items()):
+            bank.drop(slot)
+            if not len(bank):
+                del banks[gid]
+        self._banks = banks
+        self._banked = {k: v for k, v in self._banked.items() if k != key}
+
+    def bank_row(self, key: str) -> dict | None:
+        """The (unpadded) row adapter instance ``key`` holds in this module's banks, or None."""
+        slot = self._banked.get(key)
+        if slot is None:
+            return None
+        for bank in self._banks.values():
+            row = bank.row(slot)
+            if row is not None:
+                return row
+        return None
+
+    def bank_bytes(self) -> int:
+        return sum(b.nbytes() for b in self._banks.values())
+
+    def holds(self, key: str) -> bool:
+        return key in self._slots.methods or key in self._banked
 
     # --- forward -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         base_out = self.base_layer(x, *args, **kwargs)
         route = current_route()
-        st = self._slots  # one consistent view for this whole call
-        if route is None or not st.methods:
+        st, banks = self._slots, self._banks  # one consistent view for this whole call
+        if route is None or not (st.methods or banks):
             return base_out
         merged = self.merged_name
         if merged is not None:
@@ -123,11 +170,22 @@ class AdaptedLinear(nn.Module):
                                   f"{name!r}; the batch also routes {others}: call unmerge() first")
         if route.uniform is not None:
             unit = st.units.get(route.uniform)
-            if unit is None:
-                return base_out
-            method = st.methods[route.uniform]
-            return method.kind.apply_one(method, unit, x, base_out, base_out, self.training)
-        out, n = base_out, len(route)
+            if unit is not None:
+                method = st.methods[route.uniform]
+                return method.kind.apply_one(method, unit, x, base_out, base_out, self.training)
+            if route.uniform_slot and banks:
+                for bank in banks.values():
+                    row = self._route_row(route, bank)
+                    if row is not None:
+                        return bank.kind.apply_bank_row(row, x, base_out, base_out)
+            return base_out
+        out = self._units_forward(st, route, x, base_out, base_out) if st.methods else base_out
+        if banks and route.banked:
+            out = self._banks_forward(banks, route, x, base_out, out)
+        return out
+
+    def _units_forward(self, st: _Slots, route: Route, x, base_out, out):
+        n = len(route)
         for kind, names in st.by_kind.items():
             slots, idx = route.select(names, x.device)
             if not slots:
@@ -139,6 +197,30 @@ class AdaptedLinear(nn.Module):
                                      lambda g=group: kind.build_stack([(s, st.methods[s], st.units[s]) for s in g]))
                 out = kind.apply_rows(stack, x, base_out, out, gidx, n, self.training)
         return out
+
+    @staticmethod
+    def _banks_forward(banks: dict, route: Route, x, base_out, out):
+        n = len(route)
+        for bank in banks.values():
+            key = ("bank", id(bank))
+            hit = route._index_cache.get(key)
+            if hit is None:  # once per (route, bank): the route's slots stay in the bank while it runs
+                state = bank.state
+                present = any(s in bank.meta for s in set(route.slots))
+                lidx = Bank.local_index(state, route.slot_index(x.device)) if present else None
+                hit = route._index_cache[key] = (state, lidx)
+            state, lidx = hit
+            if lidx is not None:
+                out = bank.kind.apply_bank_rows(state, x, base_out, out, lidx, n)
+        return out
+
+    @staticmethod
+    def _route_row(route: Route, bank: Bank):
+        """The uniform route's row in ``bank`` (views), cached on the route (generate reuses it every step)."""
+        key = ("bank-row", id(bank))
+        if key not in route._index_cache:
+            route._index_cache[key] = bank.row(route.uniform_slot)
+        return route._index_cache[key]
 
     @staticmethod
     def _groups(st: _Slots, kind: UnitKind, slots: tuple[str, ...]) -> list[tuple[str, ...]]:

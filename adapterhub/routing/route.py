@@ -20,18 +20,22 @@ class Route:
     """Per-row adapters of one forward, with per-module index tensors cached for the forward's life.
 
     ``names[i]`` is row ``i``'s adapter name; ``keys[i]`` the instance key its units are held under in the modules
-    (the model resolves names to keys from one registry snapshot; a bare ``Route(names)`` uses the names as keys).
-    ``uniform`` is the one key of a single-adapter batch, else ``None``."""
+    (the model resolves names to keys from one registry snapshot; a bare ``Route(names)`` uses the names as keys);
+    ``slots[i]`` its bank slot when it is held in banks (the inference layout), else 0. ``uniform`` is the one key
+    of a single-adapter batch, else ``None``."""
 
-    __slots__ = ("names", "keys", "name_set", "uniform", "_index_cache")
+    __slots__ = ("names", "keys", "slots", "name_set", "uniform", "uniform_slot", "banked", "_index_cache")
 
-    def __init__(self, names: Sequence[str], keys: Sequence[str] | None = None):
+    def __init__(self, names: Sequence[str], keys: Sequence[str] | None = None, slots: Sequence[int] | None = None):
         self.names = tuple(names)
         self.keys = tuple(keys) if keys is not None else self.names
-        if len(self.keys) != len(self.names):
-            raise ValueError(f"route: {len(self.keys)} keys for {len(self.names)} rows")
+        self.slots = tuple(slots) if slots is not None else (0,) * len(self.names)
+        if not len(self.keys) == len(self.slots) == len(self.names):
+            raise ValueError(f"route: {len(self.keys)} keys and {len(self.slots)} slots for {len(self.names)} rows")
         self.name_set = frozenset(self.keys)
         self.uniform = self.keys[0] if len(self.name_set) == 1 else None
+        self.uniform_slot = self.slots[0] if self.uniform is not None else 0
+        self.banked = any(self.slots)
         self._index_cache: dict = {}
 
     def __len__(self) -> int:
@@ -61,9 +65,18 @@ class Route:
             self._index_cache[key] = hit
         return hit
 
+    def slot_index(self, device: torch.device) -> torch.Tensor:
+        """Row -> bank slot (0 for rows whose adapter is not banked), cached per device."""
+        key = ("slots", device)
+        idx = self._index_cache.get(key)
+        if idx is None:
+            idx = self._index_cache[key] = torch.tensor(self.slots, dtype=torch.long, device=device)
+        return idx
+
     def repeat_interleave(self, k: int) -> "Route":
         """Route for a batch whose rows were each repeated ``k`` times (beam search, num_return_sequences)."""
-        return Route([n for n in self.names for _ in range(k)], [c for c in self.keys for _ in range(k)])
+        rep = lambda seq: [v for v in seq for _ in range(k)]  # noqa: E731
+        return Route(rep(self.names), rep(self.keys), rep(self.slots))
 
 
 def current_route() -> Route | None:

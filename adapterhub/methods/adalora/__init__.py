@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ...errors import AdapterFileError, AdapterHubError
-from ..base import Method, MethodConfig, sizes_table, strip_prefix
-from ..lowrank_kind import LOWRANK
+from ..base import Method, MethodConfig, check_shapes, sizes_table, strip_prefix
+from ..lowrank_kind import LOWRANK, lowrank_row
 from ..peft_compat import default_lora_targets, jsonable
 from ..registry import register_method
 
@@ -111,6 +111,8 @@ class AdaLoRAMethod(Method):
     peft_loadable = True
     linear = True
     card_keys = ("init_r", "target_r", "alpha", "tinit", "tfinal", "deltaT")
+    file_keys = ("lora_A", "lora_E", "lora_B")
+    card_extra_keys = ("rank_allocation", "total_rank")
     size_label = "rank in use (non-zero singular values)"
     training_options = {"adalora_budget": (str, "per_task"), "adalora_total_rank": ((int, type(None)), None)}
 
@@ -131,6 +133,27 @@ class AdaLoRAMethod(Method):
     def lowrank_factors(self, unit: AdaLoRAUnit):
         e = unit.lora_E * unit.rank_mask.unsqueeze(1).to(unit.lora_E.dtype)
         return unit.lora_A * e, unit.lora_B, unit.scale
+
+    # banks: pruned to the allocated ranks, like the files
+    def unit_row(self, unit: AdaLoRAUnit) -> dict:
+        m = unit.rank_mask
+        return lowrank_row(unit.lora_A[m], unit.lora_B[:, m], unit.lora_E[m], unit.scale)
+
+    def file_row(self, config: AdaLoRA, path: str, module: nn.Linear, state: dict[str, torch.Tensor]) -> dict:
+        k = config.init_r
+        if config.rank_pattern is not None:
+            pattern = config.rank_pattern.get(f"{path}.lora_E")
+            if pattern is None or len(pattern) != config.init_r:
+                raise AdapterFileError(f"adapter_config.json rank_pattern: no {config.init_r}-long mask for {path}")
+            k = sum(bool(x) for x in pattern)
+        check_shapes(path, state, {"lora_A": (k, module.in_features), "lora_E": (k, 1),
+                                   "lora_B": (module.out_features, k)})
+        dtype = module.weight.dtype if module.weight.is_floating_point() else torch.float32
+        scale = config.lora_alpha / (config.init_r + 1e-5)  # peft's scaling, as AdaLoRAUnit.scale
+        return lowrank_row(state["lora_A"].to(dtype), state["lora_B"].to(dtype), state["lora_E"].to(dtype), scale)
+
+    def row_file_state(self, config: AdaLoRA, path: str, row: dict) -> dict[str, torch.Tensor]:
+        return {"lora_A": row["a"], "lora_E": row["e"].unsqueeze(1), "lora_B": row["bt"].t()}
 
     # files: pruned to the allocated ranks
     def unit_file_state(self, unit: AdaLoRAUnit) -> dict[str, torch.Tensor]:
