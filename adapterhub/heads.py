@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init
 
 from .errors import AdapterHubError
 
@@ -41,13 +42,14 @@ class SequenceClassificationHead(Head):
 
     task = SEQ_CLS
 
-    def __init__(self, hidden_size: int, labels: list[str], pooling: str = "mean", dropout: float = 0.1):
+    def __init__(self, hidden_size: int, labels: list[str], pooling: str = "mean", dropout: float = 0.1,
+                 init: bool = True):
         super().__init__(labels)
         check_head_options(SEQ_CLS, {"pooling": pooling, "dropout": dropout})
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.dropout_p = float(dropout)
-        self.classifier = nn.Linear(hidden_size, len(labels))
+        self.classifier = _linear(hidden_size, len(labels), init)
 
     def config(self):
         return {**super().config(), "pooling": self.pooling, "dropout": self.dropout_p,
@@ -75,11 +77,11 @@ class SequenceClassificationHead(Head):
 class TokenClassificationHead(Head):
     task = TOKEN_CLS
 
-    def __init__(self, hidden_size: int, labels: list[str], dropout: float = 0.1):
+    def __init__(self, hidden_size: int, labels: list[str], dropout: float = 0.1, init: bool = True):
         super().__init__(labels)
         self.dropout = nn.Dropout(dropout)
         self.dropout_p = float(dropout)
-        self.classifier = nn.Linear(hidden_size, len(labels))
+        self.classifier = _linear(hidden_size, len(labels), init)
 
     def config(self):
         return {**super().config(), "dropout": self.dropout_p, "hidden_size": self.classifier.in_features}
@@ -111,7 +113,11 @@ class CausalLMHead(Head):
                                ignore_index=-100)
 
 
-def build_head(task: str, hidden_size: int, labels: list[str] | None, **options) -> Head:
+def _linear(n_in: int, n_out: int, init: bool) -> nn.Linear:
+    return nn.Linear(n_in, n_out) if init else skip_init(nn.Linear, n_in, n_out)
+
+
+def build_head(task: str, hidden_size: int, labels: list[str] | None, init: bool = True, **options) -> Head:
     if task == SEQ_CLS or task == TOKEN_CLS:
         if not labels or not all(isinstance(x, str) and x for x in labels):
             raise AdapterHubError(f"task {task!r} needs labels: a non-empty list of label names")
@@ -119,7 +125,7 @@ def build_head(task: str, hidden_size: int, labels: list[str] | None, **options)
             raise AdapterHubError(f"labels must be unique, got {labels}")
         cls = SequenceClassificationHead if task == SEQ_CLS else TokenClassificationHead
         check_head_options(task, options)
-        return cls(hidden_size, labels, **options)
+        return cls(hidden_size, labels, init=init, **options)
     if task == CAUSAL_LM:
         if labels:
             raise AdapterHubError("task 'causal-lm' takes no labels")
@@ -167,11 +173,13 @@ def decode_token_tags(pred_ids: Sequence[int], word_ids: Sequence[int | None], l
     return tags
 
 
-def head_from_config(cfg: dict[str, Any], hidden_size: int) -> Head:
+def head_from_config(cfg: dict[str, Any], hidden_size: int, init: bool = True) -> Head:
+    """The head a head config describes. ``init=False``: its tensors are left uninitialised (their values are about
+    to be loaded; no random init that the file overwrites)."""
     task = cfg.get("task")
     options = {k: cfg[k] for k in ("pooling", "dropout") if k in cfg and (task == SEQ_CLS or k == "dropout")}
     if task == CAUSAL_LM:
         options = {}
     if cfg.get("hidden_size") not in (None, hidden_size):
         raise AdapterHubError(f"head was made for hidden size {cfg['hidden_size']}, the base has {hidden_size}")
-    return build_head(task, hidden_size, cfg.get("labels"), **options)
+    return build_head(task, hidden_size, cfg.get("labels"), init=init, **options)

@@ -20,6 +20,7 @@ from ..routing.stacks import as_rows, gathered_lowrank, rowwise_dropout, stack_p
 
 class LowRankKind(UnitKind):
     name = "lowrank"
+    bank_side_keys = ("e", "s")  # kept per slot for exact files; forwards use "es"
 
     def apply_one(self, method, unit, x, base_out, out, training):
         a, b, scale = method.lowrank_factors(unit)
@@ -80,8 +81,10 @@ LOWRANK = LowRankKind()
 
 
 def lowrank_row(a: torch.Tensor, b: torch.Tensor, e: torch.Tensor | None, scale: float) -> dict:
-    """A banked row from factors ``A [r, in]``, ``B [out, r]``, per-rank ``e`` (None: ones) and the scale."""
-    a, b = a.detach(), b.detach()
-    e = torch.ones(a.shape[0], dtype=a.dtype, device=a.device) if e is None else e.detach().reshape(-1).to(a.dtype)
-    s = torch.tensor(float(scale), dtype=a.dtype, device=a.device)
+    """A banked row from factors ``A [r, in]``, ``B [out, r]``, per-rank ``e`` (None: LoRA, all ones) and the
+    scale. ``e`` and ``s`` are side values (kept per slot so the files come back exact); ``es`` is stacked."""
+    a, b, s = a.detach(), b.detach(), float(scale)
+    if e is None:
+        return {"a": a, "bt": b.t(), "e": None, "s": s, "es": torch.full((a.shape[0],), s, dtype=a.dtype, device=a.device)}
+    e = e.detach().reshape(-1).to(a.dtype)
     return {"a": a, "bt": b.t(), "e": e, "s": s, "es": e * s}

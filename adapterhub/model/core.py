@@ -1,6 +1,5 @@
 """``AdapterModel``: a frozen transformers base with a registry of named per-task adapters. This module holds the
-registry and the routed forward; predicting, reading/writing files and merging are functions in the sibling
-modules that the methods below call."""
+registry and the routed forward; the rest are functions in the sibling modules that the methods below call."""
 from __future__ import annotations
 
 import contextlib
@@ -21,18 +20,24 @@ from . import loading, merging, predicting, state, writing
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
-from .units import attach_rows, attach_units, build_units, detach, units_of
+from .residency import Residency
+from .units import ModuleMap, attach_rows, attach_units, build_units, detach
 
 
 class AdapterModel(nn.Module):
     """A frozen base model holding named adapters. See the README for the tour."""
 
-    def __init__(self, base: nn.Module, tokenizer=None, base_id: str | None = None):
+    def __init__(self, base: nn.Module, tokenizer=None, base_id: str | None = None, store=None,
+                 max_resident: int | None = None):
+        """``store``: adapters named in a request that are stored there but not loaded are loaded on first use;
+        ``max_resident``: at most that many adapters stay loaded (least recently used banked ones are evicted;
+        :meth:`pin` keeps one)."""
         super().__init__()
         if any(isinstance(m, AdaptedLinear) for m in base.modules()):
             raise AdapterHubError("the base model already holds adapterhub adapters; pass a clean base")
         self.base = base
         self.base.requires_grad_(False)
+        self.module_map = ModuleMap(base)  # path -> module, kept current as modules are wrapped and unwrapped
         self.tokenizer = tokenizer
         cfg = getattr(base, "config", None)
         self.base_id = base_id or getattr(cfg, "_name_or_path", "") or type(base).__name__
@@ -41,6 +46,7 @@ class AdapterModel(nn.Module):
         self.merge_state: merging.MergeState | None = None
         self._registry = Registry()
         self._active: str | None = None
+        self.residency = Residency(self, store, max_resident)
         self.train(base.training)
 
     @classmethod
@@ -105,7 +111,7 @@ class AdapterModel(nn.Module):
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
         head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
         targets = method.resolve_targets(config, self.base)
-        units = build_units(self.base, method, config, targets)
+        units = build_units(self.module_map, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)
 
     def attach_adapter(self, entry: AdapterEntry, units: dict[str, nn.Module] | None, head: Head,
@@ -123,10 +129,10 @@ class AdapterModel(nn.Module):
             entry.key, entry.head = self._registry.new_key(entry.name), head
             if rows is not None:
                 entry.slot = self._registry.new_slot()
-                attach_rows(self.base, entry.key, entry.slot, entry.method, rows)
+                attach_rows(self.module_map, entry.key, entry.slot, entry.method, rows)
             else:
                 entry.slot = 0
-                attach_units(self.base, entry.key, entry.method, units, self.training)
+                attach_units(self.module_map, entry.key, entry.method, units, self.training)
             head.train(self.training)
             self.heads[entry.name] = head.to(self.device)
             old = self._registry.publish(entry)
@@ -136,7 +142,7 @@ class AdapterModel(nn.Module):
 
     def _retire(self, entry: AdapterEntry) -> None:
         def free() -> None:
-            detach(self.base, entry.key)
+            detach(self.module_map, entry.key, entry.targets)
             self._registry.free_slot(entry.slot)
 
         self._registry.retire(entry, free)
@@ -144,25 +150,11 @@ class AdapterModel(nn.Module):
     def bank(self, name: str) -> AdapterEntry:
         """Move a trainable adapter into banks (the inference layout: rows gathered per batch row, no modules);
         exact. Forwards already running finish on the old layout."""
-        e = self.entry(name)
-        if e.banked:
-            return e
-        if not e.method.bankable:
-            raise AdapterHubError(f"adapter {name!r}: {e.method.name} adapters cannot be held in banks")
-        rows = {p: e.method.unit_row(u) for p, u in units_of(self.base, e.key).items()}
-        return self.attach_adapter(self._copy_entry(e), None, e.head, replace=True, rows=rows)
+        return state.bank(self, name)
 
     def unbank(self, name: str) -> AdapterEntry:
         """Move a banked adapter back to trainable units (parameters), exactly."""
-        e = self.entry(name)
-        if not e.banked:
-            return e
-        return self.attach_adapter(self._copy_entry(e), self.adapter_units(name), e.head, replace=True)
-
-    @staticmethod
-    def _copy_entry(e: AdapterEntry) -> AdapterEntry:
-        return AdapterEntry(e.name, e.config, e.method, e.task, list(e.targets), dict(e.metrics), e.source,
-                            dict(e.extra))
+        return state.unbank(self, name)
 
     def delete_adapter(self, name: str) -> None:
         """Remove an adapter and its head. Forwards already running finish with it; its memory is freed when the
@@ -174,9 +166,17 @@ class AdapterModel(nn.Module):
                                       "deleting it")
             entry = self._registry.unpublish(name)
             del self.heads[name]
+            self.residency.pinned.discard(name)
             if self._active == name:
                 self._active = None
             self._retire(entry)
+
+    def pin(self, name: str) -> None:
+        """Never evict adapter ``name`` (see ``max_resident``)."""
+        self.residency.pin(name)
+
+    def unpin(self, name: str) -> None:
+        self.residency.unpin(name)
 
     def activate(self, name: str | None) -> None:
         """Make ``name`` the adapter used when no per-row list is given (``None``: no default)."""
@@ -246,10 +246,13 @@ class AdapterModel(nn.Module):
             rows = list(adapters)  # already held by the caller
             keys = self._registry.acquire(rows)
         else:  # resolve and hold in one step: a replace cannot free what this snapshot names in between
+            if self.residency.store is not None and adapters is not None:
+                self.residency.ensure([adapters] if isinstance(adapters, str) else adapters)
             with self._registry.lock:
                 snap = self._registry.snapshot()
                 rows = [snap[n] for n in self.row_names(adapters, n_rows, snap)]
                 keys = self._registry.acquire(rows)
+        self.residency.touch({e.name for e in rows})
         try:
             yield rows
         finally:

@@ -15,7 +15,7 @@ from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMi
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
 from .entry import AdapterEntry
-from .units import build_units, has_module, target_linears
+from .units import ModuleMap, build_units, has_module, target_linears
 
 
 def check_replacement(model, name: str, task: str, labels, replace: bool, where: str) -> None:
@@ -77,11 +77,11 @@ def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, Meth
     return method, config, cfg_dict
 
 
-def _targets(base: nn.Module, method: Method, config: MethodConfig, spec, directory: Path) -> list[str]:
-    if isinstance(spec, list) and spec and all(isinstance(t, str) and has_module(base, t) for t in spec):
+def _targets(mm: ModuleMap, method: Method, config: MethodConfig, spec, directory: Path) -> list[str]:
+    if isinstance(spec, list) and spec and all(isinstance(t, str) and has_module(mm, t) for t in spec):
         return list(spec)  # exact module paths, as adapterhub writes them
     # peft-style names (module-name suffixes, a regex, "all-linear") or none: resolve on this base
-    targets = method.resolve_targets(config, base)
+    targets = method.resolve_targets(config, mm.base)
     if isinstance(spec, list):
         unmatched = [t for t in spec if not any(p == t or p.endswith(f".{t}") for p in targets)]
         if unmatched:
@@ -105,9 +105,9 @@ def _module_states(suffixes: set[str], targets: list[str], directory: Path, card
     return per_module
 
 
-def _units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str], directory: Path,
+def _units(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str], directory: Path,
            card: AdapterCard) -> dict[str, nn.Module]:
-    units = build_units(base, method, config, targets, init=False)  # every value comes from the file
+    units = build_units(mm, method, config, targets, init=False)  # every value comes from the file
     suffixes = set(method.file_keys) or {k for u in units.values() for k in method.unit_file_state(u)}
     per_module = _module_states(suffixes, targets, directory, card)
     for path, unit in units.items():
@@ -118,9 +118,9 @@ def _units(base: nn.Module, method: Method, config: MethodConfig, targets: list[
     return units
 
 
-def _rows(base: nn.Module, method: Method, config: MethodConfig, targets: list[str], directory: Path,
+def _rows(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str], directory: Path,
           card: AdapterCard) -> dict[str, dict]:
-    linears = target_linears(base, targets)
+    linears = target_linears(mm, targets)
     per_module = _module_states(set(method.file_keys), targets, directory, card)
     rows = {}
     for path, lin in linears.items():
@@ -137,7 +137,7 @@ def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
         raise AdapterFileError(f"{directory}: head task {head_cfg.get('task')!r} != card task {card.task!r}")
     if head_cfg.get("labels") != card.labels:
         raise AdapterFileError(f"{directory}: head labels {head_cfg.get('labels')} != card labels {card.labels}")
-    head = head_from_config(head_cfg, hidden_size)
+    head = head_from_config(head_cfg, hidden_size, init=False)  # every value comes from the file
     head_state = read_safetensors(directory / HEAD_WEIGHTS_FILE, "the task head weights",
                                   card_sha256(card, HEAD_WEIGHTS_FILE, str(directory)))
     expected = head.state_dict()
@@ -164,14 +164,14 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     name = card.name if name is None else name
     check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
-    targets = _targets(model.base, method, config, cfg_dict.get("target_modules"), directory)
+    targets = _targets(model.module_map, method, config, cfg_dict.get("target_modules"), directory)
     if card.task == CAUSAL_LM and model.lm_head is None:
         raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
     units = rows = None
     if trainable or not method.bankable:
-        units = _units(model.base, method, config, targets, directory, card)
+        units = _units(model.module_map, method, config, targets, directory, card)
     else:
-        rows = _rows(model.base, method, config, targets, directory, card)
+        rows = _rows(model.module_map, method, config, targets, directory, card)
     head = _head(directory, card, model.hidden_size)
     extra = {k: v for k, v in card.extra.items() if k not in method.card_extra_keys}  # rewritten on save
     entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics),

@@ -191,7 +191,7 @@ def combine(model, weights: Mapping[str, float], name: str, method: str = "linea
         factors = _combined_factors(model, names, entries, units, weights, paths, method, rank, density, seed)
         target = factor_method()
         config = target.factor_config(int(rank), sorted(paths))
-        new_units = build_units(model.base, target, config, paths, init=False)
+        new_units = build_units(model.module_map, target, config, paths, init=False)
         for path, unit in new_units.items():
             target.set_factors(unit, *factors[path])
         head = _combined_head(model, names, weights)

@@ -8,15 +8,39 @@ import torch
 from torch import nn
 
 from ..errors import AdapterHubError
+from .entry import AdapterEntry
 from .units import rows_of, target_linears, units_of
+
+
+def bank(model, name: str) -> AdapterEntry:
+    """Re-attach trainable adapter ``name`` as bank rows (a new instance under the same name, swapped in)."""
+    e = model.entry(name)
+    if e.banked:
+        return e
+    if not e.method.bankable:
+        raise AdapterHubError(f"adapter {name!r}: {e.method.name} adapters cannot be held in banks")
+    rows = {p: e.method.unit_row(u) for p, u in units_of(model.module_map, e.key, e.targets).items()}
+    return model.attach_adapter(_copy(e), None, e.head, replace=True, rows=rows)
+
+
+def unbank(model, name: str) -> AdapterEntry:
+    """Re-attach banked adapter ``name`` as trainable units built from its rows."""
+    e = model.entry(name)
+    if not e.banked:
+        return e
+    return model.attach_adapter(_copy(e), adapter_units(model, name), e.head, replace=True)
+
+
+def _copy(e: AdapterEntry) -> AdapterEntry:
+    return AdapterEntry(e.name, e.config, e.method, e.task, list(e.targets), dict(e.metrics), e.source, dict(e.extra))
 
 
 def adapter_units(model, name: str) -> dict[str, nn.Module]:
     e = model.entry(name)
     if not e.banked:
-        return units_of(model.base, e.key)
-    rows = rows_of(model.base, e.key)
-    lins = target_linears(model.base, list(rows))
+        return units_of(model.module_map, e.key, e.targets)
+    rows = rows_of(model.module_map, e.key, e.targets)
+    lins = target_linears(model.module_map, list(rows))
     return {p: e.method.unit_from_row(e.config, p, lins[p], row) for p, row in rows.items()}
 
 
@@ -25,7 +49,7 @@ def adapter_parameters(model, name: str, include_head: bool = True) -> list[nn.P
     if e.banked:
         raise AdapterHubError(f"adapter {name!r} is held in banks for inference and has no trainable parameters; "
                               f"call model.unbank({name!r}) (or load it with trainable=True) to train it")
-    params = [p for unit in units_of(model.base, e.key).values() for p in unit.parameters()]
+    params = [p for unit in units_of(model.module_map, e.key, e.targets).values() for p in unit.parameters()]
     if include_head:
         params += list(e.head.parameters())
     return params

@@ -13,39 +13,62 @@ from ..methods import Method, MethodConfig
 from ..routing import AdaptedLinear
 
 
-def module_at(base: nn.Module, path: str) -> nn.Module:
-    try:
-        return base.get_submodule(path)
-    except AttributeError:
-        raise BaseMismatchError(f"the base has no module {path!r} (adapter made for another base?)") from None
+class ModuleMap:
+    """Path -> module of the base's own modules (wrappers included), kept up to date by the functions below:
+    lookups by path are dict hits instead of attribute walks (loading many adapters stays cheap)."""
+
+    def __init__(self, base: nn.Module):
+        self.base = base
+        self.paths: dict[str, nn.Module] = {}
+        self.clean: set[str] = set()  # paths known not to lie inside a wrapper (until a module is (un)wrapped)
+        for path, mod in base.named_modules():
+            self.paths[path] = mod
+
+    def get(self, path: str) -> nn.Module | None:
+        mod = self.paths.get(path)
+        if mod is None:
+            try:
+                mod = self.base.get_submodule(path)
+            except AttributeError:
+                return None
+        return mod
+
+    def set_child(self, path: str, module: nn.Module) -> None:
+        parent_name, _, child = path.rpartition(".")
+        parent = self.base.get_submodule(parent_name) if parent_name else self.base
+        setattr(parent, child, module)
+        self.paths[path] = module
+        self.clean.clear()
 
 
-def has_module(base: nn.Module, path: str) -> bool:
-    try:
-        base.get_submodule(path)
-        return True
-    except AttributeError:
-        return False
+def module_at(mm: ModuleMap, path: str) -> nn.Module:
+    mod = mm.get(path)
+    if mod is None:
+        raise BaseMismatchError(f"the base has no module {path!r} (adapter made for another base?)")
+    return mod
 
 
-def _inside_adapted(base: nn.Module, path: str) -> bool:
+def has_module(mm: ModuleMap, path: str) -> bool:
+    return mm.get(path) is not None
+
+
+def _inside_adapted(mm: ModuleMap, path: str) -> bool:
     """Whether ``path`` lies inside an :class:`AdaptedLinear` (its units or its ``base_layer``)."""
+    if path in mm.clean:
+        return False
     parts = path.split(".")
-    for i in range(1, len(parts)):
-        try:
-            if isinstance(base.get_submodule(".".join(parts[:i])), AdaptedLinear):
-                return True
-        except AttributeError:
-            return False
-    return False
+    inside = any(isinstance(mm.get(".".join(parts[:i])), AdaptedLinear) for i in range(1, len(parts)))
+    if not inside:
+        mm.clean.add(path)
+    return inside
 
 
-def target_linears(base: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
+def target_linears(mm: ModuleMap, targets: list[str]) -> dict[str, nn.Linear]:
     """The base Linear at each target path (inside its wrapper when already adapted), checked."""
     out = {}
     for path in targets:
-        mod = module_at(base, path)
-        if _inside_adapted(base, path):
+        mod = module_at(mm, path)
+        if _inside_adapted(mm, path):
             raise BaseMismatchError(f"module {path!r} is part of another adapter, not of the base")
         lin = mod.base_layer if isinstance(mod, AdaptedLinear) else mod
         if not isinstance(lin, nn.Linear):
@@ -54,73 +77,70 @@ def target_linears(base: nn.Module, targets: list[str]) -> dict[str, nn.Linear]:
     return out
 
 
-def build_units(base: nn.Module, method: Method, config: MethodConfig, targets: list[str],
+def build_units(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str],
                 init: bool = True) -> dict[str, nn.Module]:
     """Method ``method``'s unit for each target path (nothing is attached yet). ``init=False``: parameters left
     uninitialised, their values are about to be loaded."""
-    return {path: method.create(config, lin, path, init=init) for path, lin in target_linears(base, targets).items()}
+    return {path: method.create(config, lin, path, init=init) for path, lin in target_linears(mm, targets).items()}
 
 
-def _set_child(base: nn.Module, path: str, module: nn.Module) -> None:
-    parent_name, _, child = path.rpartition(".")
-    parent = base.get_submodule(parent_name) if parent_name else base
-    setattr(parent, child, module)
-
-
-def _wrapped(base: nn.Module, path: str) -> AdaptedLinear:
-    mod = base.get_submodule(path)
+def _wrapped(mm: ModuleMap, path: str) -> AdaptedLinear:
+    mod = module_at(mm, path)
     if not isinstance(mod, AdaptedLinear):
         wrapped = AdaptedLinear(mod)
         wrapped.train(mod.training)
-        _set_child(base, path, wrapped)
+        mm.set_child(path, wrapped)
         mod = wrapped
     return mod
 
 
-def attach_units(base: nn.Module, key: str, method: Method, units: dict[str, nn.Module], training: bool) -> None:
+def attach_units(mm: ModuleMap, key: str, method: Method, units: dict[str, nn.Module], training: bool) -> None:
     """Add the units of adapter instance ``key`` to their modules, wrapping plain Linears first. Cannot fail: every
     check was made when the units were built."""
     for path, unit in units.items():
         unit.train(training)
-        _wrapped(base, path).add(key, method, unit)
+        _wrapped(mm, path).add(key, method, unit)
 
 
-def attach_rows(base: nn.Module, key: str, slot: int, method: Method, rows: dict[str, dict]) -> None:
+def attach_rows(mm: ModuleMap, key: str, slot: int, method: Method, rows: dict[str, dict]) -> None:
     """Put the bank rows of adapter instance ``key`` (bank slot ``slot``) into their modules' banks."""
     for path, row in rows.items():
-        _wrapped(base, path).add_bank_row(key, slot, method, row)
+        _wrapped(mm, path).add_bank_row(key, slot, method, row)
 
 
-def adapted_modules(base: nn.Module, key: str) -> dict[str, AdaptedLinear]:
-    """Module path -> the wrapper holding a unit or a bank row of adapter instance ``key``."""
-    return {path: mod for path, mod in base.named_modules() if isinstance(mod, AdaptedLinear) and mod.holds(key)}
+def adapted_modules(mm: ModuleMap, key: str, paths: list[str] | None = None) -> dict[str, AdaptedLinear]:
+    """Module path -> the wrapper holding a unit or a bank row of adapter instance ``key`` (among ``paths``, its
+    targets when known; else every wrapper)."""
+    candidates = ((p, mm.get(p)) for p in paths) if paths is not None else mm.paths.items()
+    return {p: m for p, m in candidates if isinstance(m, AdaptedLinear) and m.holds(key)}
 
 
-def units_of(base: nn.Module, key: str) -> dict[str, nn.Module]:
-    return {path: mod.units[key] for path, mod in adapted_modules(base, key).items() if key in mod.units}
+def units_of(mm: ModuleMap, key: str, paths: list[str] | None = None) -> dict[str, nn.Module]:
+    return {path: mod.units[key] for path, mod in adapted_modules(mm, key, paths).items() if key in mod.units}
 
 
-def rows_of(base: nn.Module, key: str) -> dict[str, dict]:
+def rows_of(mm: ModuleMap, key: str, paths: list[str] | None = None) -> dict[str, dict]:
     out = {}
-    for path, mod in adapted_modules(base, key).items():
+    for path, mod in adapted_modules(mm, key, paths).items():
         row = mod.bank_row(key)
         if row is not None:
             out[path] = row
     return out
 
 
-def detach(base: nn.Module, key: str) -> None:
+def detach(mm: ModuleMap, key: str, paths: list[str] | None = None) -> None:
     """Remove adapter instance ``key`` (units and bank rows); modules left with no adapter are unwrapped back to
     their Linear."""
-    for path, mod in list(adapted_modules(base, key).items()):
+    for path, mod in list(adapted_modules(mm, key, paths).items()):
         mod.remove(key)
         mod.drop_bank_row(key)
         if len(mod) == 0:
-            _set_child(base, path, mod.base_layer)
+            mm.set_child(path, mod.base_layer)
 
 
 def unwrap_all(base: nn.Module) -> None:
     """Replace every wrapper by its base Linear (used on copies of the base)."""
-    for path, mod in list(base.named_modules()):
+    mm = ModuleMap(base)
+    for path, mod in list(mm.paths.items()):
         if isinstance(mod, AdaptedLinear):
-            _set_child(base, path, mod.base_layer)
+            mm.set_child(path, mod.base_layer)

@@ -26,7 +26,8 @@ class BankState:
 class Bank:
     def __init__(self, kind, group: Any, like: Mapping[str, Any], capacity: int = 4):
         self.kind, self.group = kind, group
-        tensors = {k: v for k, v in like.items() if torch.is_tensor(v)}
+        self.side = tuple(getattr(kind, "bank_side_keys", ()))  # kept per slot, not stacked (not used to compute)
+        tensors = {k: v for k, v in like.items() if torch.is_tensor(v) and k not in self.side}
         shapes = {k: tuple(v.shape) for k, v in tensors.items()}
         self._pad = dict(getattr(kind, "bank_pad_dims", {}))
         rows = {k: torch.zeros((capacity + 1, *shapes[k]), dtype=v.dtype, device=v.device) for k, v in tensors.items()}
@@ -34,18 +35,21 @@ class Bank:
         self.state = BankState(rows, torch.zeros(1, dtype=torch.long, device=device),
                                {k: v for k, v in like.items() if not torch.is_tensor(v)})
         self.free = list(range(capacity, 0, -1))
-        self.meta: dict[int, tuple[int, dict[str, tuple[int, ...]]]] = {}  # slot -> (row, true shapes)
+        self.meta: dict[int, tuple[int, dict[str, tuple[int, ...]], dict[str, Any]]] = {}  # slot -> (row, shapes, side)
 
     def __len__(self) -> int:
         return len(self.meta)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.state.rows.values())
+        """Bytes of the stacked rows (allocated capacity included) and of the per-slot side tensors."""
+        side = sum(t.numel() * t.element_size() for _l, _s, sd in self.meta.values() for t in sd.values()
+                   if torch.is_tensor(t))
+        return sum(t.numel() * t.element_size() for t in self.state.rows.values()) + side
 
     # --- writers (under the model's lock) ---------------------------------------------------------------
     def put(self, slot: int, row: Mapping[str, Any]) -> None:
         st = self.state
-        if set(k for k, v in row.items() if torch.is_tensor(v)) != set(st.rows):
+        if set(k for k, v in row.items() if torch.is_tensor(v) and k not in self.side) != set(st.rows):
             raise AdapterHubError(f"bank {self.kind.name}: row keys {sorted(row)} != {sorted(st.rows)}")
         self._fit(row)
         if not self.free:
@@ -54,23 +58,24 @@ class Bank:
         local = self.free.pop()
         sizes = {}
         for k, t in st.rows.items():
-            v = row[k].detach().to(t.dtype)
-            sizes[k] = tuple(v.shape)
+            v = row[k]
+            shape = sizes[k] = tuple(v.shape)
             dst = t[local]
-            if tuple(v.shape) != tuple(dst.shape):
+            if shape != tuple(t.shape[1:]):
                 dst.zero_()
-                dst = dst[tuple(slice(0, n) for n in v.shape)]
-            dst.copy_(v)
+                dst = dst[tuple(slice(0, n) for n in shape)]
+            dst.copy_(v.detach())
         if slot >= st.local_of.shape[0] - 1:
             self._grow_slots(slot)
-        self.meta[slot] = (local, sizes)
+        self.meta[slot] = (local, sizes, {k: row[k].detach().clone() if torch.is_tensor(row[k]) else row[k]
+                                          for k in self.side})
         self.state.local_of[slot] = local
 
     def drop(self, slot: int) -> None:
         hit = self.meta.pop(slot, None)
         if hit is None:
             return
-        local, _ = hit
+        local = hit[0]
         self.state.local_of[slot] = 0
         for t in self.state.rows.values():
             t[local].zero_()
@@ -81,7 +86,7 @@ class Bank:
         st = self.state
         grow = {}
         for k, t in st.rows.items():
-            shape = tuple(row[k].shape)
+            shape = tuple(row[k].shape)  # (side keys are not stacked)
             if len(shape) != t.dim() - 1:
                 raise AdapterHubError(f"bank {self.kind.name}: tensor {k!r} has shape {shape}, rows have "
                                       f"{tuple(t.shape[1:])}")
@@ -120,8 +125,8 @@ class Bank:
         hit = self.meta.get(slot)
         if hit is None:
             return None
-        local, sizes = hit
-        out: dict[str, Any] = dict(self.state.static)
+        local, sizes, side = hit
+        out: dict[str, Any] = {**self.state.static, **side}
         for k, t in self.state.rows.items():
             out[k] = t[local][tuple(slice(0, n) for n in sizes[k])]
         return out

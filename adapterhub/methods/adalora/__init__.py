@@ -153,7 +153,8 @@ class AdaLoRAMethod(Method):
         return lowrank_row(state["lora_A"].to(dtype), state["lora_B"].to(dtype), state["lora_E"].to(dtype), scale)
 
     def row_file_state(self, config: AdaLoRA, path: str, row: dict) -> dict[str, torch.Tensor]:
-        return {"lora_A": row["a"], "lora_E": row["e"].unsqueeze(1), "lora_B": row["bt"].t()}
+        e = row["e"] if row["e"] is not None else torch.ones(row["a"].shape[0], dtype=row["a"].dtype)
+        return {"lora_A": row["a"], "lora_E": e.unsqueeze(1), "lora_B": row["bt"].t()}
 
     # files: pruned to the allocated ranks
     def unit_file_state(self, unit: AdaLoRAUnit) -> dict[str, torch.Tensor]:
