@@ -69,6 +69,11 @@ CREATE TABLE IF NOT EXISTS quotas (       -- per-repo storage quota overrides
     repo TEXT PRIMARY KEY,                -- lower-cased repo id
     max_bytes INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS lfs_uploads (  -- LFS objects a repo was sent: only those (and its own) may be committed
+    repo TEXT NOT NULL REFERENCES repos(key) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (repo, sha256)
+);
 CREATE TABLE IF NOT EXISTS upload_tickets (
     ticket_hash TEXT PRIMARY KEY,
     repo TEXT NOT NULL,

@@ -73,6 +73,12 @@ class NotSupported(ServerError):
     status = 501
 
 
+class Misconfigured(ServerError):
+    """The server's own configuration went bad while it runs (details are in the server's start-up check)."""
+
+    status = 503
+
+
 def repo_not_found(repo_id: str) -> RepoNotFound:
     """The one answer for a missing repo and for a private repo the caller may not read."""
     return RepoNotFound(f"Repository {repo_id} not found")
@@ -84,4 +90,4 @@ def revision_not_found(rev: str) -> RevisionNotFound:
 
 __all__ = ["ServerError", "BadRequest", "Unauthorized", "Forbidden", "NotFound", "RepoNotFound", "RevisionNotFound",
            "EntryNotFound", "RequestTimeout", "Conflict", "ParentMismatch", "TooLarge", "QuotaExceeded",
-           "NotSupported", "repo_not_found", "revision_not_found"]
+           "NotSupported", "Misconfigured", "repo_not_found", "revision_not_found"]

@@ -35,6 +35,7 @@ class Limits:
     body_timeout: float = 60.0               # between two pieces of a request body
     send_timeout: float = 120.0              # for the client to take the next piece of a response
     keepalive_timeout: float = 5.0           # an idle kept-alive connection is closed after this
+    linger_timeout: float = 5.0              # reading and dropping the rest of a refused request, at most
     shutdown_timeout: float = 5.0            # requests still running at shutdown are cut after this
     # request heads
     max_request_line: int = 8 * KiB          # method + target + version (414 past it)

@@ -12,11 +12,10 @@ import binascii
 from typing import Any
 
 from ...names import validate_path_in_repo
-from .blobs import is_sha256
 from .bodies import parse_json, want_int, want_object, want_str
 from .errors import BadRequest, QuotaExceeded, TooLarge
 from .limits import format_size
-from .storage import COMMIT_RE, FileEntry, HubStorage, Op, git_blob_sha1, lfs_pointer
+from .storage import COMMIT_RE, FileEntry, HubStorage, Op, Repo, git_blob_sha1, lfs_pointer
 
 
 def max_line_bytes(inline_limit: int) -> int:
@@ -25,8 +24,9 @@ def max_line_bytes(inline_limit: int) -> int:
 
 
 class CommitPayload:
-    def __init__(self, storage: HubStorage, inline_limit: int, room: int, max_lines: int):
+    def __init__(self, storage: HubStorage, repo: Repo, inline_limit: int, room: int, max_lines: int):
         self.storage = storage
+        self.repo = repo
         self.inline_limit = inline_limit
         self.room = room
         self.max_lines = max_lines
@@ -98,7 +98,7 @@ class CommitPayload:
             raise BadRequest(f"{path}: unsupported LFS algo {algo!r}")
         oid = want_str(value, "oid", where, required=True)
         size = want_int(value, "size", where)
-        actual = self.storage.blobs.size(oid) if is_sha256(oid) else None
+        actual = self.storage.object_size(self.repo, oid)
         if actual is None or (size is not None and size != actual):
             raise BadRequest(f"{path}: LFS object sha256:{oid} was not uploaded (upload it through the LFS batch "
                              f"endpoint first)")

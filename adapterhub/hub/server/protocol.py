@@ -5,9 +5,13 @@ leaves to us:
 - the request head is capped: request line (414), header bytes and header count (431), counted as bytes arrive,
   so an endless header cannot grow memory;
 - ``Transfer-Encoding`` other than exactly ``chunked`` is refused (501);
-- a request head must arrive within ``head_timeout`` of connecting or of the previous response (408), so idle or
-  trickling connections cannot hold a slot of ``max_connections``;
-- every refusal is a short JSON answer with ``Connection: close``.
+- a request head must arrive within ``head_timeout`` of connecting or of the previous response (408; an idle
+  connection is closed quietly), so idle or trickling connections cannot hold a slot of ``max_connections``;
+- every refusal is a short JSON answer with ``Connection: close``;
+- closing while the client is still sending (a refused head, a body answered before it was read: 401, 413...) is a
+  *lingering* close: the answer is followed by a FIN, what still arrives is read and dropped for at most
+  ``linger_timeout``, then the socket closes. Closing at once would make the kernel reset the connection and the
+  client would never read the answer.
 
 Limits come from ``config.hub_limits`` (a :class:`~.limits.Limits`), set by :mod:`.runner`.
 """
@@ -52,6 +56,26 @@ def error_response(status: int, message: str) -> bytes:
     return head.encode("latin-1") + body
 
 
+class LingeringTransport:
+    """The transport uvicorn sees: :meth:`close` lets the protocol linger when the client may still be sending."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: "HubHttpProtocol"):
+        self.raw = transport
+        self._protocol = protocol
+        self._closing = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+    def is_closing(self) -> bool:
+        return self._closing or self.raw.is_closing()
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._protocol.close_transport()
+
+
 class HubHttpProtocol(HttpToolsProtocol):
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
                  _loop: asyncio.AbstractEventLoop | None = None):
@@ -63,19 +87,51 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._header_count = 0
         self._boundaries = 0  # message begins, head ends, message ends seen so far
+        self._head_started = False  # bytes of a next request arrived (else the connection is merely idle)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._lingering = False
+        self._refusing = False
+        self._shutting_down = False
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     # -- connection ----------------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, self))  # type: ignore[arg-type]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
+    def shutdown(self) -> None:
+        self._shutting_down = True
+        super().shutdown()
+
+    def eof_received(self) -> bool | None:
+        if self._lingering:
+            self.transport.raw.close()
+        return super().eof_received()
+
+    def close_transport(self) -> None:
+        raw = self.transport.raw
+        client_may_be_sending = self._refusing or (self.cycle is not None and self.cycle.more_body)
+        if self._shutting_down or not client_may_be_sending or not raw.can_write_eof() or raw.is_closing():
+            raw.close()
+            return
+        self._lingering = True
+        self._cancel_head_timer()
+        raw.write_eof()  # after what is still buffered: the answer
+        raw.resume_reading()
+        self._linger_timer = self.loop.call_later(self.limits.linger_timeout, raw.close)
+
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # dropped: the answer is sent, the connection is closing
         boundaries = self._boundaries
+        if self._in_head:
+            self._head_started = True
         super().data_received(data)
         if self._in_head and boundaries == self._boundaries and self.transport is not None \
                 and not self.transport.is_closing():
@@ -86,6 +142,7 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._head_started = False
         self._arm_head_timer()
 
     # -- parser callbacks ----------------------------------------------------------------------------------------
@@ -133,6 +190,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         if self.transport is None or self.transport.is_closing():
             return
+        self._refusing = True
         self.transport.write(error_response(refusal.status, refusal.message))
         self.transport.close()
 
@@ -150,8 +208,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._head_timer = None
         if self.cycle is not None and not self.cycle.response_complete:
             self._arm_head_timer()  # a request is being answered: not idle
-        elif self._in_head:
+        elif self._in_head and self._head_started:
             self._refuse_now(HeadRefused(408, f"no complete request head within {self.limits.head_timeout:g} s"))
+        elif self._in_head and self.transport is not None:
+            self.transport.close()  # idle: close quietly (a 408 could be read as the answer to a next request)
 
 
 __all__ = ["HubHttpProtocol", "HeadRefused", "error_response"]

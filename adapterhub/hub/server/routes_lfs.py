@@ -49,7 +49,7 @@ async def batch(request: Request) -> Response:
         elif size > max_object:
             objects.append(_object_error(oid, size, 413, f"{format_size(size)} is over this hub's per-file limit "
                                                          f"of {format_size(max_object)}"))
-        elif ctx.storage.has_blob(oid, size):
+        elif ctx.storage.object_size(repo, oid) == size:
             objects.append({"oid": oid, "size": size, "authenticated": True})
         elif size > room:
             objects.append(_object_error(oid, size, 413, f"{repo.id} has {format_size(room)} left of its quota: "
@@ -69,7 +69,7 @@ async def upload(request: Request) -> Response:
     ticket = await run_in_threadpool(storage.take_ticket, request.path_params["ticket"])
     if ticket is None:
         raise Forbidden("unknown or expired upload URL")
-    _, oid, size = ticket
+    repo_key, oid, size = ticket
     announced = announced_length(request)
     if announced is not None and announced != size:
         raise BadRequest(f"Content-Length {announced} is not the announced size {size}")
@@ -77,14 +77,16 @@ async def upload(request: Request) -> Response:
         async for chunk in request.stream():
             writer.write(chunk)
         await run_in_threadpool(writer.finish)
+    await run_in_threadpool(storage.record_upload, repo_key, oid)
     return Response(b"")
 
 
 async def verify(request: Request) -> Response:
-    writable_repo(request, _lfs_repo_id(request))
+    repo, _ = writable_repo(request, _lfs_repo_id(request))
     body = want_object(await read_json(request, hub(request).limits.max_json_bytes), "request body")
     oid, size = want_str(body, "oid", "request body", default=""), want_int(body, "size", "request body")
-    if not hub(request).storage.has_blob(oid, size):
+    found = hub(request).storage.object_size(repo, oid)
+    if found is None or (size is not None and size != found):
         raise EntryNotFound(f"LFS object sha256:{oid} not found")
     return JSONResponse({})
 

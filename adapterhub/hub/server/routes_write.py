@@ -131,7 +131,7 @@ async def commit(request: Request) -> Response:
     ctx = hub(request)
     branch = ctx.storage.branch_for_write(repo, param(request, "rev"))
     inline_limit = ctx.limits.inline_limit(ctx.lfs)
-    payload = CommitPayload(ctx.storage, inline_limit, ctx.storage.room(repo), ctx.limits.max_commit_lines)
+    payload = CommitPayload(ctx.storage, repo, inline_limit, ctx.storage.room(repo), ctx.limits.max_commit_lines)
     async for line in ndjson_lines(request, max_line_bytes(inline_limit)):
         if len(line) > 65536:
             await run_in_threadpool(payload.feed, line)

@@ -350,6 +350,21 @@ class HubStorage:
             return None
         return row["repo"], row["oid"], row["size"]
 
+    def record_upload(self, repo_key: str, sha256: str) -> None:
+        """An LFS object was sent (and verified) for this repo: from now on it may commit it."""
+        with self.db.write() as cx:
+            cx.execute("INSERT OR IGNORE INTO lfs_uploads(repo, sha256) SELECT key, ? FROM repos WHERE key = ?",
+                       (sha256, repo_key))
+
+    def object_size(self, repo: Repo, sha256: str) -> int | None:
+        """Size of an LFS object this repo may use (it references it, or it was sent to it); None otherwise. Blobs
+        are shared on disk, but a repo never learns of, or links to, another repo's objects without their bytes."""
+        if not is_sha256(sha256) or not self.db.one(
+                "SELECT 1 FROM repo_blobs WHERE repo = ? AND sha256 = ? UNION ALL "
+                "SELECT 1 FROM lfs_uploads WHERE repo = ? AND sha256 = ? LIMIT 1", (repo.key, sha256, repo.key, sha256)):
+            return None
+        return self.blobs.size(sha256)
+
     # -- maintenance ---------------------------------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
         """At start: remove what killed uploads left, expired tickets. The database recovers by itself."""
@@ -361,7 +376,10 @@ class HubStorage:
     def gc(self) -> int:
         """Delete blobs no stored commit references. Only safe while no upload is in flight."""
         used = {r[0] for r in self.db.query("SELECT DISTINCT sha256 FROM commit_files")}
-        return self.blobs.remove_unreferenced(used)
+        removed = self.blobs.remove_unreferenced(used)
+        with self.db.write() as cx:
+            cx.execute("DELETE FROM lfs_uploads WHERE sha256 NOT IN (SELECT sha256 FROM commit_files)")
+        return removed
 
     def close(self) -> None:
         self.db.close()

@@ -23,6 +23,7 @@ from pathlib import Path
 from ...errors import HubError, RepoIdError
 from ...names import validate_repo_id
 from .db import Database
+from .errors import Misconfigured
 
 SCOPES = ("read", "write")
 TOKEN_PREFIX = "ahub_"
@@ -158,7 +159,10 @@ class Orgs:
             return self._orgs_of
 
     def of(self, user: str) -> tuple[str, ...]:
-        return self.load().get(user.lower(), ())
+        try:
+            return self.load().get(user.lower(), ())
+        except (HubError, OSError, UnicodeDecodeError):  # fail closed; the message stays on the server
+            raise Misconfigured("this hub's orgs file became invalid or unsafe: ask its administrator") from None
 
 
 class Authenticator:
