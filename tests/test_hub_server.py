@@ -317,6 +317,7 @@ def test_server_refuses_bad_repo_ids_and_urls(hub):
                               auth)
         assert status == 400, (name, org, body)
     assert not any(p.name in ("..", "x.git") for p in (hub.storage.root / "repos").rglob("*"))
+    assert hub.storage.list_repos() == []
     api(hub).create_repo("alice/u")
     status, _, _ = raw(hub, "GET", "/alice/u/resolve/main/..%2F..%2Frepo.json")
     assert status == 400

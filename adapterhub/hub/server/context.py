@@ -135,7 +135,7 @@ def writable_repo(request: Request, repo_id: str | None = None) -> tuple[Repo, P
 
 # ----------------------------------------------------------------------------------------------------------- errors
 def error_json(status: int, message: str, code: str | None = None, extra: dict | None = None) -> JSONResponse:
-    headers = {"X-Error-Message": message.encode("ascii", "replace").decode()[:500]}
+    headers = {"X-Error-Message": "".join(c if " " <= c <= "~" else " " for c in message)[:500]}
     if code:
         headers["X-Error-Code"] = code
     return JSONResponse({"error": message, **(extra or {})}, status_code=status, headers=headers)

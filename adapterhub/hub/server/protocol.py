@@ -50,9 +50,9 @@ def refusal_for(exc: BaseException | None) -> HeadRefused:
 
 def error_response(status: int, message: str) -> bytes:
     body = json.dumps({"error": message}).encode()
+    printable = "".join(c if " " <= c <= "~" else " " for c in message)
     head = (f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nx-error-message: {message.encode('ascii', 'replace').decode()[:300]}\r\n"
-            f"connection: close\r\n\r\n")
+            f"content-length: {len(body)}\r\nx-error-message: {printable}\r\nconnection: close\r\n\r\n")
     return head.encode("latin-1") + body
 
 

@@ -21,6 +21,12 @@ from .yaml_safe import parse_front_matter
 MODEL_REPOS_ONLY = "this hub only hosts model repos"
 
 
+class BlobResponse(FileResponse):
+    """A blob download (``Range`` and ``HEAD`` as Starlette does them), read in 256 KiB pieces."""
+
+    chunk_size = 256 * 1024
+
+
 async def root(request: Request) -> Response:
     return PlainTextResponse("adapterhub hub\n")
 
@@ -185,7 +191,7 @@ async def resolve(request: Request) -> Response:
                "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1])}"}
     if e.lfs:
         headers.update({"X-Linked-Etag": f'"{e.sha256}"', "X-Linked-Size": str(e.size)})
-    return FileResponse(hub(request).storage.blob_path(e.sha256), headers=headers,
+    return BlobResponse(hub(request).storage.blob_path(e.sha256), headers=headers,
                         media_type="application/octet-stream")
 
 

@@ -47,8 +47,8 @@ def _bind(host: str, port: int, backlog: int) -> socket.socket:
 def _uvicorn_config(app: Any, limits: Limits, **kwargs):
     import uvicorn
 
-    config = uvicorn.Config(app, http=PROTOCOL, interface="asgi3", loop="asyncio", lifespan="off", log_config=None, access_log=False,
-                            log_level="warning", server_header=False, limit_concurrency=limits.max_connections,
+    config = uvicorn.Config(app, http=PROTOCOL, interface="asgi3", loop="asyncio", lifespan="off", log_config=None,
+                            access_log=False, log_level="warning", server_header=False, limit_concurrency=limits.max_connections,
                             backlog=limits.backlog, timeout_keep_alive=max(1, round(limits.keepalive_timeout)),
                             timeout_graceful_shutdown=max(1, round(limits.shutdown_timeout)), **kwargs)
     config.hub_limits = limits  # read by HubHttpProtocol

@@ -361,7 +361,8 @@ class HubStorage:
         are shared on disk, but a repo never learns of, or links to, another repo's objects without their bytes."""
         if not is_sha256(sha256) or not self.db.one(
                 "SELECT 1 FROM repo_blobs WHERE repo = ? AND sha256 = ? UNION ALL "
-                "SELECT 1 FROM lfs_uploads WHERE repo = ? AND sha256 = ? LIMIT 1", (repo.key, sha256, repo.key, sha256)):
+                "SELECT 1 FROM lfs_uploads WHERE repo = ? AND sha256 = ? LIMIT 1",
+                (repo.key, sha256, repo.key, sha256)):
             return None
         return self.blobs.size(sha256)
 
