@@ -77,16 +77,22 @@ def _limits(args: argparse.Namespace):
     return Limits(**changes)
 
 
+def _missing(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is None
+    except ValueError:  # in sys.modules as None: blocked
+        return True
+
+
 def cmd_hub_serve(args: argparse.Namespace) -> int:
     from ..errors import HubError
 
-    try:
-        import httptools  # noqa: F401
-        import starlette  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as e:
-        raise HubError(f"the hub server needs the 'hub-server' extra ({e.name} is missing): "
-                       f"pip install 'adapterhub[hub-server]'") from None
+    missing = [m for m in ("starlette", "uvicorn", "httptools") if _missing(m)]
+    if missing:
+        raise HubError(f"the hub server needs the 'hub-server' extra ({', '.join(missing)} missing): "
+                       f"pip install 'adapterhub[hub-server]'")
     from ..hub.server.rootlock import is_loopback
     from ..hub.server.runner import HubServer
 

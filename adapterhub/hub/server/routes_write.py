@@ -133,10 +133,7 @@ async def commit(request: Request) -> Response:
     inline_limit = ctx.limits.inline_limit(ctx.lfs)
     payload = CommitPayload(ctx.storage, repo, inline_limit, ctx.storage.room(repo), ctx.limits.max_commit_lines)
     async for line in ndjson_lines(request, max_line_bytes(inline_limit)):
-        if len(line) > 65536:
-            await run_in_threadpool(payload.feed, line)
-        else:
-            payload.feed(line)
+        await run_in_threadpool(payload.feed, line)  # JSON, base64 and the blob's fsync: off the event loop
     header, ops = payload.result()
     cid = await run_in_threadpool(ctx.storage.commit, repo, branch, ops, header["summary"], header["description"],
                                   who.user, header["parentCommit"])

@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 import threading
-from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import HubError
