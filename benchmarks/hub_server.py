@@ -3,6 +3,7 @@
 1. ``hf_hub_download`` of a 1 MB file (HEAD + GET, ``force_download``, a cache of its own per call): p50 / p95 of
    40 concurrent calls, over ``--rounds`` rounds;
 2. ``HfApi.model_info`` of a repo with a README (card metadata): the same;
+   (with each server process's CPU time per call: utime + stime from /proc);
 3. peak RSS of the server process while 8 anonymous clients each send a 60 MiB request body to
    ``POST /api/validate-yaml`` (once with ``Content-Length``, once chunked), minus its RSS before (target: flat,
    < 100 MiB).
@@ -65,6 +66,10 @@ class Server:
             if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
         return 0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
 
     def stop(self) -> None:
         self.proc.kill()
@@ -199,32 +204,38 @@ def main() -> None:
         calls = {"download_1mb": {n: download_call(s, work / "cache", sha) for n, s in servers.items()},
                  "model_info": {n: info_call(s) for n, s in servers.items()}}
         times = {op: {n: [] for n in servers} for op in calls}
+        cpu = {op: {n: 0.0 for n in servers} for op in calls}
         for r in range(args.rounds + 1):  # round 0 warms up
             order = list(servers) if r % 2 == 0 else list(servers)[::-1]
             for op in calls:
                 for n in order:
+                    c0 = servers[n].cpu_seconds()
                     t = burst(args.concurrency, calls[op][n])
                     if r:
                         times[op][n] += t
+                        cpu[op][n] += servers[n].cpu_seconds() - c0
         rss = {f"rss_{kind}": {n: peak_rss(s, args.bodies, args.body_mib * MiB, kind == "chunked")
                                for n, s in servers.items()} for kind in ("content_length", "chunked")}
     finally:
         for s in servers.values():
             s.stop()
-    report(args, times, rss)
+    report(args, times, cpu, rss)
 
 
-def report(args, times: dict, rss: dict) -> None:
+def report(args, times: dict, cpu: dict, rss: dict) -> None:
     result: dict = {"env": versions(), "settings": vars(args)}
     rows = []
     for op, by_server in times.items():
-        stats = {n: percentiles(xs) for n, xs in by_server.items()}
+        stats = {n: {**percentiles(xs), "server_cpu_ms_per_call": cpu[op][n] * 1e3 / len(xs)}
+                 for n, xs in by_server.items()}
         ratios = {f"new/old {q}": stats["new"][q] / stats["old"][q] for q in ("p50_ms", "p95_ms")}
         result[op] = {**stats, **ratios}
         rows.append([f"{op} x{args.concurrency}", stats["old"]["p50_ms"], stats["new"]["p50_ms"],
                      ratios["new/old p50_ms"], stats["old"]["p95_ms"], stats["new"]["p95_ms"],
-                     ratios["new/old p95_ms"]])
-    print(C.table(rows, ["latency (ms)", "old p50", "new p50", "new/old", "old p95", "new p95", "new/old"]))
+                     ratios["new/old p95_ms"], stats["old"]["server_cpu_ms_per_call"],
+                     stats["new"]["server_cpu_ms_per_call"]])
+    print(C.table(rows, ["latency (ms)", "old p50", "new p50", "new/old", "old p95", "new p95", "new/old",
+                         "old server CPU ms/call", "new server CPU ms/call"]))
     rows = []
     for kind, by_server in rss.items():
         result[kind] = by_server

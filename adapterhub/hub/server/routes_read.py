@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -22,7 +23,8 @@ MODEL_REPOS_ONLY = "this hub only hosts model repos"
 
 
 class BlobResponse(FileResponse):
-    """A blob download (``Range`` and ``HEAD`` as Starlette does them), read in 256 KiB pieces."""
+    """A blob download (``Range`` and ``HEAD`` as Starlette does them), read in 256 KiB pieces: a slow reader holds
+    at most one piece (256 connections: 64 MiB); 1 MiB pieces cost ~20% less CPU per 1 MB download."""
 
     chunk_size = 256 * 1024
 
@@ -191,8 +193,8 @@ async def resolve(request: Request) -> Response:
                "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1])}"}
     if e.lfs:
         headers.update({"X-Linked-Etag": f'"{e.sha256}"', "X-Linked-Size": str(e.size)})
-    return BlobResponse(hub(request).storage.blob_path(e.sha256), headers=headers,
-                        media_type="application/octet-stream")
+    blob = hub(request).storage.blob_path(e.sha256)
+    return BlobResponse(blob, headers=headers, media_type="application/octet-stream", stat_result=os.stat(blob))
 
 
 async def not_model_repo(request: Request) -> Response:
