@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from adapterhub.hub.server import HubServer, parse_front_matter
 from adapterhub.store import Store
 
 from conftest import make_tokenizer, tiny_bert, tiny_llama
+from hub_faults import Stall
 
 TOKEN = "ahub_push_pull_token_77e1a0"
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,6 @@ def hub(tmp_path, monkeypatch, hf_env):
     srv = HubServer(tmp_path / "hubroot", tokens={TOKEN: "alice"}).start()
     monkeypatch.setenv("HF_ENDPOINT", srv.url)  # the client reads it at call time
     yield srv
-    srv.hooks.clear()
     srv.stop()
 
 
@@ -334,26 +333,19 @@ def _env(hub, tmp_path):
                 HF_HUB_DISABLE_PROGRESS_BARS="1", HF_TOKEN=TOKEN)
 
 
-def test_pull_killed_mid_download_stores_nothing(hub, model, tmp_path):
+def test_pull_killed_mid_download_stores_nothing(hub, model, tmp_path, monkeypatch):
     model.push_to_hub("sentiment", "alice/sentiment", progress=False)
-    stalled, release = threading.Event(), threading.Event()
-
-    def hook(path, **_):
-        if path == WEIGHTS_FILE:
-            stalled.set()
-            release.wait(30)
-
-    hub.hooks["resolve-chunk"] = hook
+    stall = Stall(hub.app, f"/{WEIGHTS_FILE}", "response", methods=("GET",))
+    monkeypatch.setattr(hub, "app", stall)
     env = _env(hub, tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", PULL_SCRIPT, "alice/sentiment"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert stalled.wait(60), proc.communicate(timeout=5)
+        assert stall.stalled.wait(60), proc.communicate(timeout=5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
-        release.set()
-        hub.hooks.clear()
+        stall.release.set()
     store = Store()
     assert store.list() == [] and not list(store.root.glob("*/v*"))
     assert not list((tmp_path / "hf-sub").rglob(WEIGHTS_FILE))  # only an .incomplete download in the cache
@@ -424,8 +416,11 @@ def test_cli_push_pull_and_serve(hub, model, tmp_path, capsys):
         first = proc.stdout.readline()
         assert first.startswith("adapterhub hub serving") and "http://127.0.0.1:" in first, proc.stderr.read()
         url = first.split(" at ")[1].strip()
-        served_token = (root / "tokens").read_text().split()[-1]
-        assert served_token not in first + proc.stdout.readline() + proc.stdout.readline()
+        assert "tokens: 0" in proc.stdout.readline()
+        capsys.readouterr()
+        assert cli(["hub", "token", "add", "user", "--root", str(root)]) == 0  # while the server runs
+        served_token = capsys.readouterr().out.strip()
+        assert served_token not in first + proc.stdout.readline()
         res = model.push_to_hub("topic", "user/topic", endpoint=url, token=served_token, progress=False)
         assert hub_pull.fetch("user/topic", endpoint=url, token=False, progress=False)[0].commit == res.commit
     finally:

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -18,7 +17,10 @@ import pytest
 
 from adapterhub.errors import HubError
 from adapterhub.names import validate_path_in_repo, validate_repo_id
-from adapterhub.hub.server import HubServer, git_blob_sha1, load_tokens
+from adapterhub.cli import main as cli
+from adapterhub.hub.server import HubServer, git_blob_sha1
+
+from hub_faults import Stall
 
 TOKEN = "ahub_test_write_token_4f1c9e"
 OTHER = "ahub_other_token_9b2d77"
@@ -30,7 +32,6 @@ def hub(tmp_path, hf_env, monkeypatch):
     srv = HubServer(tmp_path / "hubroot", tokens={TOKEN: "alice", OTHER: "bob"}).start()
     monkeypatch.setenv("HF_ENDPOINT", srv.url)
     yield srv
-    srv.hooks.clear()
     srv.stop()
 
 
@@ -62,7 +63,7 @@ def raw(srv, method, path, body=b"", headers=None):
     r = conn.getresponse()
     data = r.read()
     conn.close()
-    return r.status, dict(r.getheaders()), data
+    return r.status, r.headers, data  # header names are case-insensitive
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -164,13 +165,17 @@ def test_persisted_and_one_server_per_root(hub, tmp_path, hf_env):
         assert default.host == "127.0.0.1" and default.url.startswith("http://127.0.0.1:")  # loopback by default
 
 
-def test_tokens_file_created_private_and_never_logged(tmp_path, hf_env):
+def test_tokens_hashed_private_and_never_logged(tmp_path, hf_env, capsys):
+    root = tmp_path / "root"
+    assert cli(["hub", "token", "add", "user", "--root", str(root)]) == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert token.startswith("ahub_") and "shown only this once" in err and token not in err
+    db = root / "hub.db"
+    assert oct(db.stat().st_mode & 0o777) == "0o600" and oct(root.stat().st_mode & 0o777) == "0o700"
     logs: list[str] = []
-    srv = HubServer(tmp_path / "root", log=logs.append).start()
+    srv = HubServer(root, log=logs.append).start()
     try:
-        tokens = load_tokens(tmp_path / "root")
-        (token, user), = tokens.items()
-        assert user == "user" and oct((tmp_path / "root" / "tokens").stat().st_mode & 0o777) == "0o600"
         a = api(srv, token)
         a.create_repo("user/x")
         a.upload_file(path_or_fileobj=os.urandom(1000), path_in_repo="w.safetensors", repo_id="user/x")
@@ -181,6 +186,8 @@ def test_tokens_file_created_private_and_never_logged(tmp_path, hf_env):
     text = "\n".join(logs)
     assert "POST /api/models/user/x/commit/main" in text and "lfs-upload/<ticket>" in text
     assert token not in text
+    for f in root.rglob("*"):  # hashed at rest: the token is nowhere under the root
+        assert not f.is_file() or token.encode() not in f.read_bytes(), f
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -204,9 +211,11 @@ def test_auth(hub):
     api(hub).create_repo("alice/secret", private=True)
     with pytest.raises(RepositoryNotFoundError):
         api(hub, False).list_repo_files("alice/secret")
-    assert api(hub, OTHER).list_repo_files("alice/secret") == [".gitattributes"]
+    with pytest.raises(RepositoryNotFoundError):  # bob does not own the namespace alice
+        api(hub, OTHER).list_repo_files("alice/secret")
+    assert api(hub).list_repo_files("alice/secret") == [".gitattributes"]
     status, headers, _ = raw(hub, "GET", "/alice/secret/resolve/main/.gitattributes")
-    assert status == 401 and headers["X-Error-Code"] == "RepoNotFound"
+    assert status == 404 and headers["X-Error-Code"] == "RepoNotFound"  # the same answer as a missing repo
     api(hub).update_repo_settings("alice/secret", private=False)
     assert api(hub, False).list_repo_files("alice/secret") == [".gitattributes"]
 
@@ -307,6 +316,7 @@ def test_server_refuses_bad_repo_ids_and_urls(hub):
                               auth)
         assert status == 400, (name, org, body)
     assert not any(p.name in ("..", "x.git") for p in (hub.storage.root / "repos").rglob("*"))
+    assert hub.storage.list_repos() == []
     api(hub).create_repo("alice/u")
     status, _, _ = raw(hub, "GET", "/alice/u/resolve/main/..%2F..%2Frepo.json")
     assert status == 400
@@ -349,7 +359,7 @@ print("UPLOADED", flush=True)
 """
 
 
-def _kill_mid_transfer(hub, tmp_path, hook_name, lfs: bool):
+def _kill_mid_transfer(hub, tmp_path, monkeypatch, path_part, lfs: bool):
     """Run a real client in a subprocess, stall the server once bytes of the big file arrive, SIGKILL the client,
     let the server go on. Returns the big file's sha256."""
     hub.lfs = lfs
@@ -360,24 +370,16 @@ def _kill_mid_transfer(hub, tmp_path, hook_name, lfs: bool):
     big = os.urandom(24 * 1024 * 1024)  # well over the socket buffers: the server cannot have it all
     (src / "adapter_model.safetensors").write_bytes(big)
     (src / "adapter_config.json").write_text("{}")
-    stalled, release = threading.Event(), threading.Event()
-
-    def hook(**info):
-        if hook_name == "lfs-chunk" and info["offset"] == 0:
-            return
-        stalled.set()
-        release.wait(30)
-
-    hub.hooks[hook_name] = hook
+    stall = Stall(hub.app, path_part, "request", after=1)
+    monkeypatch.setattr(hub, "app", stall)
     proc = subprocess.Popen([sys.executable, "-c", UPLOAD_SCRIPT, str(src)], env={**sub_env(hub, tmp_path), "T": TOKEN},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        assert stalled.wait(60), proc.communicate(timeout=5)
+        assert stall.stalled.wait(60), proc.communicate(timeout=5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
-        release.set()
-        hub.hooks.clear()
+        stall.release.set()
     assert proc.returncode == -signal.SIGKILL
     # the server sees the connection drop, discards the partial upload, and the repo never moved
     assert wait_for(lambda: not any(hub.storage.tmp.iterdir()))
@@ -388,13 +390,13 @@ def _kill_mid_transfer(hub, tmp_path, hook_name, lfs: bool):
     return hashlib.sha256(big).hexdigest()
 
 
-def test_client_killed_mid_lfs_upload(hub, tmp_path):
-    sha = _kill_mid_transfer(hub, tmp_path, "lfs-chunk", lfs=True)
+def test_client_killed_mid_lfs_upload(hub, tmp_path, monkeypatch):
+    sha = _kill_mid_transfer(hub, tmp_path, monkeypatch, "/lfs-upload/", lfs=True)
     assert not hub.storage.has_blob(sha)  # no half (or whole) blob either
 
 
-def test_client_killed_mid_commit(hub, tmp_path):
-    sha = _kill_mid_transfer(hub, tmp_path, "commit-line", lfs=False)  # everything inline in the commit body
+def test_client_killed_mid_commit(hub, tmp_path, monkeypatch):
+    sha = _kill_mid_transfer(hub, tmp_path, monkeypatch, "/commit/main", lfs=False)  # everything inline
     assert not hub.storage.has_blob(sha)
 
 
@@ -413,46 +415,43 @@ def test_truncated_commit_body_commits_nothing(hub):
     assert api(hub).list_repo_files("alice/t") == [".gitattributes"]
 
 
-SERVER_SCRIPT = """
-import sys
-from adapterhub.hub.server import HubServer
-s = HubServer(sys.argv[1], tokens={sys.argv[2]: "alice"})
-print(s.url, flush=True)
-s.serve_forever()
-"""
+CRASH_SERVER = ROOT / "tests" / "hub_crash_server.py"
 
 
-def test_server_killed_between_manifest_and_ref(tmp_path, hf_env):
-    """A server dying mid-commit (after writing the commit manifest, before moving the branch) leaves the repo at
-    its old commit; the orphan manifest is removed at the next start."""
+@pytest.mark.parametrize("point, committed", [("blob-before-rename", False), ("before-transaction", False),
+                                              ("inside-transaction", False), ("after-transaction", True)])
+def test_server_killed_mid_commit(tmp_path, hf_env, point, committed):
+    """A server SIGKILLed at any point of a commit leaves the repo at its previous commit or at its new one, never
+    in between; the next start cleans up and serves on."""
     root = tmp_path / "root"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), ADAPTERHUB_HUB_CRASH_POINT="after-manifest")
-    proc = subprocess.Popen([sys.executable, "-c", SERVER_SCRIPT, str(root), TOKEN], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, str(CRASH_SERVER), str(root), TOKEN, point],
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), proc.stderr.read()
         from huggingface_hub import HfApi
 
         a = HfApi(endpoint=url, token=TOKEN)
-        a.create_repo("alice/crash")
         head = a.model_info("alice/crash").sha
         with pytest.raises(Exception):
-            a.upload_file(path_or_fileobj=b"never", path_in_repo="x.txt", repo_id="alice/crash")
-        assert proc.wait(10) == 17
+            a.upload_file(path_or_fileobj=b"maybe", path_in_repo="x.txt", repo_id="alice/crash")
+        assert proc.wait(10) == -signal.SIGKILL
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
-    commits = root / "repos" / "alice" / "crash" / "commits"
-    assert len(list(commits.glob("*.json"))) == 2  # the initial commit and the orphan
     with HubServer(root, tokens={TOKEN: "alice"}) as srv:
-        assert len(list(commits.glob("*.json"))) == 1
+        assert not any(srv.storage.tmp.iterdir())
         b = api(srv)
-        assert b.model_info("alice/crash").sha == head
-        assert b.list_repo_files("alice/crash") == [".gitattributes"]
-        b.upload_file(path_or_fileobj=b"now", path_in_repo="x.txt", repo_id="alice/crash")
-        assert b.list_repo_files("alice/crash") == [".gitattributes", "x.txt"]
+        files = b.list_repo_files("alice/crash")
+        if committed:
+            assert files == [".gitattributes", "x.txt"] and b.model_info("alice/crash").sha != head
+        else:
+            assert files == [".gitattributes"] and b.model_info("alice/crash").sha == head
+            assert [c.title for c in b.list_repo_commits("alice/crash")] == ["initial commit"]
+        b.upload_file(path_or_fileobj=b"now", path_in_repo="y.txt", repo_id="alice/crash")
+        assert "y.txt" in b.list_repo_files("alice/crash")
 
 
 def test_gc_removes_unreferenced_blobs(hub):

@@ -6,5 +6,5 @@
 - :mod:`.layout` (repo layout, index, listing checks), :mod:`.transport` (endpoint, API, error translation),
   :mod:`.modelcard` (the README model cards written on push);
 - :mod:`.server`: ``adapterhub hub serve``, a self-hosted hub speaking the part of the Hugging Face Hub HTTP API
-  that ``huggingface_hub`` 2.x uses for model repos (an optional import, for the server only).
+  that ``huggingface_hub`` 2.x uses for model repos (a package; serving needs the ``hub-server`` extra).
 """

@@ -99,9 +99,8 @@ def hub_errors(repo_id: str, endpoint: str, token: str | bool | None, revision: 
     except RemoteEntryNotFoundError as e:
         raise HubError(f"{what or 'a file'} not found in {repo_id}@{revision or 'main'} on {endpoint} "
                        f"({server_message(e)})") from None
-    except RepositoryNotFoundError as e:
-        status = http_status(e)
-        if status == 401 and not have_token(token):
+    except RepositoryNotFoundError:
+        if not have_token(token):  # a private repo answers 404 (or 401) to callers without a token
             raise HubError(f"repository {repo_id} not found on {endpoint}, or it needs a token (it may be "
                            f"private, or this is a write): set HF_TOKEN or pass token=") from None
         raise HubError(f"repository {repo_id} not found on {endpoint} (if it is private, your token has no access "
