@@ -24,6 +24,10 @@ from .residency import Residency
 from .units import ModuleMap, attach_rows, attach_units, build_units, detach
 
 
+#: attribute names of a ModuleDict: an adapter (a key of ``model.heads``) may not take one
+_RESERVED = frozenset(dir(nn.ModuleDict()))
+
+
 class AdapterModel(nn.Module):
     """A frozen base model holding named adapters. See the README for the tour."""
 
@@ -74,9 +78,12 @@ class AdapterModel(nn.Module):
         return self._registry.get(name)
 
     def snapshot(self) -> Mapping[str, AdapterEntry]:
-        """Name -> entry of every loaded adapter, as of now (an immutable view: later loads and deletes make new
-        ones)."""
+        """Name -> entry of every loaded adapter, as of now (a copy)."""
         return self._registry.snapshot()
+
+    def find(self, name: str) -> AdapterEntry | None:
+        """The entry of a loaded adapter, or None."""
+        return self._registry.find(name)
 
     @property
     def lm_head(self) -> nn.Module | None:
@@ -95,9 +102,9 @@ class AdapterModel(nn.Module):
     def check_new_name(self, name: str, replace: bool = False) -> None:
         """Raise unless ``name`` is a valid adapter name that is not loaded yet (``replace``: may be loaded)."""
         validate_name(name)
-        if hasattr(nn.ModuleDict(), name):
+        if name in _RESERVED:
             raise AdapterNameError(f"adapter name {name!r} is reserved")
-        if name in self._registry.snapshot() and not replace:
+        if self._registry.find(name) is not None and not replace:
             raise AdapterNameError(f"an adapter named {name!r} is already loaded; delete it first, pick another "
                                    "name, or pass replace=True")
 
@@ -122,7 +129,7 @@ class AdapterModel(nn.Module):
         atomically (forwards already running finish on the old one)."""
         with self._registry.lock:
             self.check_new_name(entry.name, replace=replace)
-            old = self._registry.snapshot().get(entry.name)
+            old = self._registry.find(entry.name)
             if old is not None and self.merged == entry.name:
                 raise AdapterHubError(f"adapter {entry.name!r} is merged into the base weights; call unmerge() "
                                       "before replacing it")
@@ -218,7 +225,7 @@ class AdapterModel(nn.Module):
     def row_names(self, adapters: str | Sequence[str] | None, n_rows: int,
                   snapshot: Mapping[str, AdapterEntry] | None = None) -> list[str]:
         """The adapter of each row: ``adapters`` as one name, a per-row list, or ``None`` (the active one)."""
-        snap = self._registry.snapshot() if snapshot is None else snapshot
+        snap = self._registry.live() if snapshot is None else snapshot
         if adapters is None:
             active = self._active
             if active is None:
@@ -249,7 +256,7 @@ class AdapterModel(nn.Module):
             if self.residency.store is not None and adapters is not None:
                 self.residency.ensure([adapters] if isinstance(adapters, str) else adapters)
             with self._registry.lock:
-                snap = self._registry.snapshot()
+                snap = self._registry.live()
                 rows = [snap[n] for n in self.row_names(adapters, n_rows, snap)]
                 keys = self._registry.acquire(rows)
         self.residency.touch({e.name for e in rows})

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, card_sha256,
@@ -20,7 +21,7 @@ from .units import ModuleMap, build_units, has_module, target_linears
 
 def check_replacement(model, name: str, task: str, labels, replace: bool, where: str) -> None:
     """``name`` must be new, or loaded and ``replace`` given; the error says what a replacement would change."""
-    loaded = model.snapshot().get(name)
+    loaded = model.find(name)
     if loaded is not None and not replace:
         old_labels = loaded.head.labels if loaded.head is not None else None
         changes = [f"task {loaded.task!r} -> {task!r}"] if loaded.task != task else []
@@ -149,7 +150,9 @@ def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
             raise AdapterFileError(
                 f"{directory / HEAD_WEIGHTS_FILE}: {k} has shape {tuple(head_state[k].shape)}, expected "
                 f"{tuple(t.shape)} ({len(head.labels or [])} labels, hidden size {hidden_size})")
-    head.load_state_dict({k: head_state[k].to(t.dtype) for k, t in expected.items()})
+    with torch.no_grad():  # every tensor of the (uninitialised) head, straight from the file
+        for k, t in expected.items():
+            t.copy_(head_state[k])
     return head
 
 
