@@ -16,7 +16,7 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import loading, merging, predicting, state, writing
+from . import forwarding, loading, merging, predicting, state, writing
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -282,32 +282,7 @@ class AdapterModel(nn.Module):
                 **kwargs) -> RoutedOutput:
         """One pass over the base with one adapter per row; each adapter's head runs on its rows.
         ``labels`` (optional) maps adapter name -> labels for that adapter's rows, in row order."""
-        n = input_ids.shape[0]
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        backbone = self.base.base_model if self.lm_head is not None else self.base
-        with self.using(adapters, n) as rows:
-            with routed(Route([e.name for e in rows], [e.key for e in rows], [e.slot for e in rows])):
-                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-            return self._heads_forward(rows, hidden, attention_mask, labels)
-
-    def _heads_forward(self, rows: list[AdapterEntry], hidden, attention_mask, labels) -> RoutedOutput:
-        n = len(rows)
-        groups: dict[str, list[int]] = {}
-        entries: dict[str, AdapterEntry] = {}
-        for i, e in enumerate(rows):
-            groups.setdefault(e.name, []).append(i)
-            entries[e.name] = e
-        out, lm_head = RoutedOutput(hidden, {}, {}, {}, entries), self.lm_head
-        for nm, idx in groups.items():
-            r = torch.tensor(idx, device=hidden.device)
-            h, m = (hidden, attention_mask) if len(idx) == n else (hidden.index_select(0, r),
-                                                                   attention_mask.index_select(0, r))
-            out.rows[nm] = r
-            out.logits[nm] = entries[nm].head(h, m, lm_head)
-            if labels is not None and nm in labels:
-                out.losses[nm] = entries[nm].head.loss(out.logits[nm], labels[nm])
-        return out
+        return forwarding.forward(self, input_ids, attention_mask, adapters, labels, **kwargs)
 
     def predict(self, texts: str | Sequence[str], adapters: str | Sequence[str] | None = None,
                 batch_size: int = 32, max_new_tokens: int = 32) -> list[Any]:
