@@ -3,6 +3,7 @@ and adapter (every check happens here, before any training); :func:`setup_group`
 optimizer, schedule, DDP-wrapped loss module, method hooks and per-task example streams."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -79,28 +80,30 @@ def open_session(recipe: Recipe, model=None, accelerator=None, run_dir: Path | N
                  show_progress: bool = True) -> Session:
     """The accelerator (unless given) and the model (loaded from ``recipe.base`` unless given)."""
     run_dir = Path(run_dir or recipe.run_dir)
-    if not show_progress or not sys.stderr.isatty():
-        quiet_library_progress()
     acc = accelerator or make_accelerator(recipe, run_dir)
     if model is None:
         from ..model import AdapterModel
 
-        model = AdapterModel.from_pretrained(recipe.base)
+        with quiet_library_progress(not show_progress or not sys.stderr.isatty()):
+            model = AdapterModel.from_pretrained(recipe.base)
     return Session(recipe, acc, model, run_dir, show_progress and acc.is_local_main_process,
                    MetricsLog(run_dir / "metrics.jsonl", acc))
 
 
-def quiet_library_progress() -> None:
-    """No progress bars from transformers / huggingface_hub (weight loading, downloads) when the run's log is not
-    a terminal: a redirected log keeps lines, not carriage-return redraws."""
+@contextlib.contextmanager
+def quiet_library_progress(quiet: bool = True):
+    """No progress bars from transformers (weight loading) inside the block when ``quiet`` (the run's log is not a
+    terminal: a redirected log keeps lines, not carriage-return redraws); the library's setting is restored."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was:
+        hf_logging.disable_progress_bar()
     try:
-        from huggingface_hub.utils import disable_progress_bars
-    except ImportError:  # pragma: no cover
-        return
-    disable_progress_bars()
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path):
