@@ -17,6 +17,7 @@ from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
 from . import forwarding, loading, merging, predicting, state, writing
+from .arguments import check_labels
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -116,7 +117,7 @@ class AdapterModel(nn.Module):
         config.validate()
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
-        head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
+        head = build_head(task, self.hidden_size, check_labels(labels), **head_options)
         targets = method.resolve_targets(config, self.base)
         units = build_units(self.module_map, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)

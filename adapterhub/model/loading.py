@@ -12,9 +12,11 @@ from torch import nn
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, card_sha256,
                                  read_json, read_safetensors, refuse_pickle_only, split_module_keys)
 from ..files.card import AdapterCard, check_base
+from ..atomic import sweep_stale
 from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
+from ..names import names_a_directory
 from .entry import AdapterEntry
 from .units import ModuleMap, build_units, has_module, target_linears
 
@@ -45,19 +47,24 @@ class ReadAdapter:
 
 
 def locate(source: str | os.PathLike, version, store) -> Path:
-    """A directory path as given, else the store entry ``source`` (at ``version``; default latest)."""
+    """The adapter directory ``source`` names, by one rule (:func:`adapterhub.names.names_a_directory`): a path
+    (``./ts``, ``out/ts``, an absolute path, a ``Path``) is a directory; a bare name is the store entry (at
+    ``version``; default latest), never a same-named directory in the working directory."""
     from ..store import Store
 
-    p = Path(source).expanduser()
-    if p.is_dir():
-        return p
+    if names_a_directory(source):
+        p = Path(source).expanduser()
+        if not p.exists():
+            sweep_stale(p.parent)  # an overwrite killed between its two renames is rolled back
+        if p.is_dir():
+            return p
+        raise AdapterFileError(f"{p} is not a directory" if p.exists() else f"no adapter directory {str(p)!r}")
     s = str(source)
     st = store or Store()
-    if "/" not in s and os.sep not in s and s in st:
+    if s in st:
         return st.get(s, version).path
-    if p.exists():
-        raise AdapterFileError(f"{p} is not a directory")
-    raise AdapterFileError(f"no adapter directory {s!r} and no store entry of that name in {st.root}")
+    here = f"; the directory ./{s} is not read for a bare name: load it as './{s}'" if Path(s).is_dir() else ""
+    raise AdapterFileError(f"no adapter named {s!r} in the store {st.root}{here}")
 
 
 def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, MethodConfig, dict]:
