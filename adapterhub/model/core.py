@@ -267,23 +267,25 @@ class AdapterModel(nn.Module):
             self._registry.release(keys)
 
     @contextlib.contextmanager
-    def routed(self, adapters, n_rows: int | None = None, repeat: int = 1) -> Iterator[Route]:
+    def routed(self, adapters, n_rows: int | None = None, repeat: int = 1,
+               shared: Sequence[str] = ()) -> Iterator[Route]:
         """Run base-model calls (``model.base(...)``, ``model.base.generate(...)``) with one adapter per row: the
         route of ``adapters`` (names, one name, or resolved entries), each row repeated ``repeat`` times (beam
-        search), its adapters held for the block."""
+        search), its adapters held for the block; ``shared``: as for :meth:`forward`."""
         n = n_rows if n_rows is not None else (1 if isinstance(adapters, str) or adapters is None else len(adapters))
         with self.using(adapters, n) as rows:
             rep = [e for e in rows for _ in range(repeat)]
-            route = Route([e.name for e in rep], [e.key for e in rep], [e.slot for e in rep])
+            route = Route([e.name for e in rep], [e.key for e in rep], [e.slot for e in rep], tuple(shared))
             with routed(route):
                 yield route
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 adapters: str | Sequence[str] | None = None, labels: dict[str, torch.Tensor] | None = None,
-                **kwargs) -> RoutedOutput:
+                shared: Sequence[str] = (), **kwargs) -> RoutedOutput:
         """One pass over the base with one adapter per row; each adapter's head runs on its rows.
-        ``labels`` (optional) maps adapter name -> labels for that adapter's rows, in row order."""
-        return forwarding.forward(self, input_ids, attention_mask, adapters, labels, **kwargs)
+        ``labels`` (optional) maps adapter name -> labels for that adapter's rows, in row order. ``shared``: keys
+        of shared adapters (:mod:`.shared`) applied to every row beneath its own adapter."""
+        return forwarding.forward(self, input_ids, attention_mask, adapters, labels, tuple(shared), **kwargs)
 
     def predict(self, texts: str | Sequence[str], adapters: str | Sequence[str] | None = None,
                 batch_size: int = 32, max_new_tokens: int = 32) -> list[Any]:

@@ -9,13 +9,13 @@ from .entry import AdapterEntry, RoutedOutput
 
 
 def forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, adapters, labels,
-            **kwargs) -> RoutedOutput:
+            shared: tuple[str, ...] = (), **kwargs) -> RoutedOutput:
     n = input_ids.shape[0]
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     backbone = model.base.base_model if model.lm_head is not None else model.base
     with model.using(adapters, n) as rows:
-        with routed(Route([e.name for e in rows], [e.key for e in rows], [e.slot for e in rows])):
+        with routed(Route([e.name for e in rows], [e.key for e in rows], [e.slot for e in rows], shared)):
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         return heads_forward(model, rows, hidden, attention_mask, labels)
 

@@ -160,6 +160,15 @@ class AdaptedLinear(nn.Module):
         st, banks = self._slots, self._banks  # one consistent view for this whole call
         if route is None or not (st.methods or banks):
             return base_out
+        out = self._routed(st, banks, route, x, base_out)
+        for key in route.shared:  # applied to every row, beneath each row's own adapter
+            unit = st.units.get(key)
+            if unit is not None:
+                out = st.methods[key].kind.apply_one(st.methods[key], unit, x, base_out, out, self.training)
+        return out
+
+    def _routed(self, st: _Slots, banks: dict, route: Route, x, base_out):
+        """``base_out`` plus each row's own adapter."""
         merged = self.merged_name
         if merged is not None:
             if route.uniform == merged:

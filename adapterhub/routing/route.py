@@ -22,12 +22,15 @@ class Route:
     ``names[i]`` is row ``i``'s adapter name; ``keys[i]`` the instance key its units are held under in the modules
     (the model resolves names to keys from one registry snapshot; a bare ``Route(names)`` uses the names as keys);
     ``slots[i]`` its bank slot when it is held in banks (the inference layout), else 0. ``uniform`` is the one key
-    of a single-adapter batch, else ``None``."""
+    of a single-adapter batch, else ``None``. ``shared`` holds instance keys of trainable units applied to EVERY row
+    in addition to the row's own adapter (a shared adapter beneath per-task ones: per row, shared + own)."""
 
-    __slots__ = ("names", "keys", "slots", "name_set", "uniform", "uniform_slot", "banked", "_index_cache")
+    __slots__ = ("names", "keys", "slots", "name_set", "uniform", "uniform_slot", "banked", "shared", "_index_cache")
 
-    def __init__(self, names: Sequence[str], keys: Sequence[str] | None = None, slots: Sequence[int] | None = None):
+    def __init__(self, names: Sequence[str], keys: Sequence[str] | None = None, slots: Sequence[int] | None = None,
+                 shared: Sequence[str] = ()):
         self.names = tuple(names)
+        self.shared = tuple(shared)
         self.keys = tuple(keys) if keys is not None else self.names
         self.slots = tuple(slots) if slots is not None else (0,) * len(self.names)
         if not len(self.keys) == len(self.slots) == len(self.names):
@@ -76,7 +79,7 @@ class Route:
     def repeat_interleave(self, k: int) -> "Route":
         """Route for a batch whose rows were each repeated ``k`` times (beam search, num_return_sequences)."""
         rep = lambda seq: [v for v in seq for _ in range(k)]  # noqa: E731
-        return Route(rep(self.names), rep(self.keys), rep(self.slots))
+        return Route(rep(self.names), rep(self.keys), rep(self.slots), self.shared)
 
 
 def current_route() -> Route | None:
