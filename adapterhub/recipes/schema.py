@@ -19,6 +19,7 @@ from ..data.conll import TAG_FIELDS
 from ..errors import AdapterHubError
 from ..heads import CAUSAL_LM, TASKS, check_head_options
 from ..methods import config_from_dict, get_method, methods, training_option_fields
+from .multitask import LOSS_WEIGHTINGS, check_multitask, check_shared_adapter, check_weighting_options
 from ..names import validate_name
 from .errors import At, RecipeError
 
@@ -201,11 +202,19 @@ class TrainingSpec(Spec):
     max_eval_examples: Optional[PositiveInt] = None
     max_test_examples: Optional[PositiveInt] = None
     log_every: PositiveInt = 10
+    token_budget: Optional[PositiveInt] = 2048
+    loss_weighting: Literal[LOSS_WEIGHTINGS] = "fixed"
+    dwa_temperature: Annotated[float, Field(gt=0)] = 2.0
+    dwa_window: PositiveInt = 20
+    gradnorm_alpha: Annotated[float, Field(ge=0)] = 1.5
+    gradnorm_lr: Annotated[float, Field(gt=0)] = 0.025
+    gradnorm_on: Literal["auto", "shared", "activations"] = "auto"
 
     @model_validator(mode="after")
     def _one_length(self) -> "TrainingSpec":
         if (self.steps is None) == (self.epochs is None):
             raise ValueError("give exactly one of training.steps or training.epochs")
+        check_weighting_options(self.loss_weighting, self.model_fields_set)
         return self
 
     def method_options(self, method) -> dict[str, Any]:
@@ -242,6 +251,7 @@ class Recipe(Spec):
     description: str = ""
     tasks: dict[str, TaskSpec]
     training: TrainingSpec = Field(default_factory=dict, validate_default=True)
+    shared: Optional[dict[str, Any]] = None
     output: OutputSpec = Field(default_factory=dict, validate_default=True)
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
     _base_dir: Optional[Path] = PrivateAttr(None)
@@ -281,11 +291,17 @@ class Recipe(Spec):
                     raise At(str(name), f"bad task name ({e})") from None
         return tasks
 
+    @field_validator("shared")
+    @classmethod
+    def _shared_trains(cls, shared: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if shared is None else check_shared_adapter(shared)
+
     @model_validator(mode="after")
     def _across_sections(self) -> "Recipe":
         for name, spec in self.tasks.items():
             spec._name = name
         _check_progressive(self.training.progressive, list(self.tasks))
+        check_multitask(self)
         for mname, method in methods().items():
             using = [t for t, spec in self.tasks.items() if spec.adapter["method"] == mname]
             try:

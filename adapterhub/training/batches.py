@@ -1,33 +1,100 @@
-"""Training batches: rows drawn from the per-task example streams (by the task sampler when several tasks train
-together), padded by the one :func:`adapterhub.data.collate`, which groups the labels per task."""
+"""Training batches. Each draw takes ``batch_size`` rows from the per-task example streams (by the task sampler when
+several tasks train together); the draw is then cut into micro-batches by length (:func:`micro_batches`): rows
+sorted by length, each micro-batch at most ``token_budget`` padded tokens, so short rows (sentiment, NER) are not
+padded to the longest row of the draw (topic). Every micro-batch carries, per task, the share of that task's loss
+it holds in the draw (labelled rows, or labelled tokens): the sum over the micro-batches of ``share * loss`` is the
+draw's per-task mean loss, so the gradient is the one of the whole draw (the same rows, the same proportions). Rows
+are padded by the one :func:`adapterhub.data.collate`, which groups the labels per task."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
 from ..data import collate
+from ..heads import CAUSAL_LM, SEQ_CLS
 from .sampling import ExampleStream, TaskSampler
 from .tasks import TaskData
 
 
-def draw_batch(tasks: dict[str, TaskData], streams: dict[str, ExampleStream], sampler: TaskSampler,
-               batch_size: int, step: int, tokenizer) -> dict[str, Any]:
-    """One batch of ``batch_size`` training rows over the tasks of ``streams``: ``input_ids``, ``attention_mask``,
-    ``adapters`` (each row's task) and ``labels`` ({task: that task's labels in row order}). One task: its next
-    rows; several: the sampler draws each row's task (tasks that have not started yet are left out) and the rows
-    come grouped by task."""
+@dataclasses.dataclass
+class MicroBatch:
+    batch: dict[str, Any]       # collate's batch: input_ids, attention_mask, adapters, labels {task: ...}
+    shares: dict[str, float]    # per task: its part of the draw's loss of that task (sums to 1 over the draw)
+    first: set[str]             # tasks whose first micro-batch of the draw this is (method penalties go there)
+    tokens: int                 # real tokens
+    padded: int                 # token positions computed (rows x longest row)
+
+
+def draw_rows(streams: dict[str, ExampleStream], sampler: TaskSampler, batch_size: int,
+              step: int) -> list[tuple[str, int]]:
+    """``batch_size`` (task, example index) rows. One task: its next rows; several: the sampler draws each row's
+    task (tasks that have not started yet or have stopped early are left out), rows grouped by task."""
     names = list(streams)
     if len(names) == 1:
-        rows = [(names[0], i) for i in streams[names[0]].take(batch_size)]
-    else:
-        drawn = sampler.draw(batch_size, step)
-        rows = []
-        for t in names:
-            k = drawn.count(t)
-            if k:
-                rows += [(t, i) for i in streams[t].take(k)]
+        return [(names[0], i) for i in streams[names[0]].take(batch_size)]
+    drawn = sampler.draw(batch_size, step)
+    rows = []
+    for t in names:
+        k = drawn.count(t)
+        if k:
+            rows += [(t, i) for i in streams[t].take(k)]
+    return rows
+
+
+def draw_batch(tasks: dict[str, TaskData], streams: dict[str, ExampleStream], sampler: TaskSampler,
+               batch_size: int, step: int, tokenizer) -> dict[str, Any]:
+    """One padded batch of ``batch_size`` rows (see :func:`draw_rows`): ``input_ids``, ``attention_mask``,
+    ``adapters`` (each row's task) and ``labels`` ({task: that task's labels in row order})."""
+    rows = draw_rows(streams, sampler, batch_size, step)
     return collate([tasks[t].train[i] for t, i in rows], tokenizer, tasks=[t for t, _ in rows])
+
+
+def plan(lengths: list[int], budget: int | None) -> list[list[int]]:
+    """Row positions per micro-batch: all rows in one when they fit ``budget`` padded tokens (or there is no
+    budget); else rows sorted by length (stable) and cut greedily so that rows x longest row <= ``budget``."""
+    if budget is None or len(lengths) * max(lengths) <= budget:
+        return [list(range(len(lengths)))]
+    out, cur, longest = [], [], 0
+    for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
+        if cur and (len(cur) + 1) * max(longest, lengths[i]) > budget:
+            out.append(cur)
+            cur, longest = [], 0
+        cur.append(i)
+        longest = max(longest, lengths[i])
+    return out + [cur]
+
+
+def loss_count(task_type: str, labels: torch.Tensor) -> int:
+    """What a task's mean loss averages over in ``labels``: rows (classification) or labelled tokens (token tasks;
+    causal LM: the shifted next-token targets)."""
+    if task_type == SEQ_CLS:
+        return int(labels.shape[0])
+    if task_type == CAUSAL_LM:
+        labels = labels[:, 1:]
+    return int((labels != -100).sum())
+
+
+def micro_batches(tasks: dict[str, TaskData], rows: list[tuple[str, int]], budget: int | None,
+                  tokenizer) -> list[MicroBatch]:
+    """One draw's rows as length-sorted micro-batches with their per-task loss shares."""
+    feats = [tasks[t].train[i] for t, i in rows]
+    parts = plan([len(f["input_ids"]) for f in feats], budget)
+    out, counts, seen = [], {}, set()
+    for part in parts:
+        names = [rows[j][0] for j in part]
+        batch = collate([feats[j] for j in part], tokenizer, tasks=names)
+        n = {t: loss_count(tasks[t].type, y) for t, y in batch["labels"].items()}
+        first = set(n) - seen
+        seen |= set(n)
+        mask = batch["attention_mask"]
+        out.append(MicroBatch(batch, n, first, int(mask.sum()), int(mask.numel())))
+        for t, c in n.items():
+            counts[t] = counts.get(t, 0) + c
+    for mb in out:
+        mb.shares = {t: (c / counts[t] if counts[t] else 0.0) for t, c in mb.shares.items()}
+    return out
 
 
 def to_device(batch: dict[str, Any], device) -> dict[str, Any]:

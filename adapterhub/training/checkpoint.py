@@ -3,9 +3,11 @@ written under a temp name and renamed into place; ``latest`` is switched by an a
 :mod:`adapterhub.atomic`), so a run killed at any point leaves either the previous or the new checkpoint, never
 half of one.
 
-A checkpoint of a training group (:func:`save_checkpoint`, :func:`load_checkpoint`) holds its adapters' state, each
-task's best state so far, the method hooks' state, optimizer and schedule, and per process its RNG, sampler and
-stream positions: a resumed run continues exactly where the checkpoint left off."""
+A checkpoint of a training group (:func:`save_checkpoint`, :func:`load_checkpoint`) holds its adapters' state (and
+the shared adapter's), each task's best state so far, the method hooks' state, the loss weighting's state (learned
+log-variances, DWA's loss windows, GradNorm's weights), optimizer and schedule, and per process its RNG, sampler
+(with the tasks stopped early) and stream positions: a resumed run continues exactly where the checkpoint left
+off."""
 from __future__ import annotations
 
 import hashlib
@@ -20,6 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from ..atomic import TMP_PREFIX, publish_dir, write_text_atomic
 from ..recipes import Recipe, RecipeError
+from .shared import PREFIX as SHARED_PREFIX
+from .shared import live_shared_state, load_shared_part
 from .state import FitState, scalars
 
 LATEST = "latest"
@@ -65,7 +69,8 @@ def save_checkpoint(session, group, state: FitState) -> None:
             "bad_evals": state.bad_evals, "tasks": group.names,
             "best": {t: {"score": b.score, "step": b.step, "metrics": scalars(b.metrics),
                          "has_state": b.state is not None} for t, b in state.best.items()},
-            "history_len": len(session.log.history),
+            "history_len": len(session.log.history), "counters": group.counters,
+            "weighting": group.weighting.state_json(),
             "hooks": {m: h.state_json() for m, h in group.hooks.items()}})
         publish(tmp, root, state.step)
     acc.wait_for_everyone()
@@ -79,6 +84,8 @@ def _shared_tensors(session, group, state: FitState) -> dict[str, torch.Tensor]:
             out.update({f"_best/{t}/{k}": v for k, v in state.best[t].state.items()})
     for m, h in group.hooks.items():
         out.update({f"_hooks/{m}/{k}": v for k, v in h.state_tensors().items()})
+    out.update({f"_weighting/{k}": v for k, v in group.weighting.state_tensors().items()})
+    out.update({f"_live/{SHARED_PREFIX}{k}": v for k, v in live_shared_state(session).items()})
     return out
 
 
@@ -105,7 +112,9 @@ def load_checkpoint(session, group, state: FitState) -> bool:
     for t, s in group.streams.items():
         s.load_state_dict(rs["streams"][t])
     set_rng_state(load_tensors(path / f"rng-rank{acc.process_index}.safetensors"), rs["rng"])
-    state.step, state.bad_evals = int(meta["step"]), int(meta["bad_evals"])
+    state.step = int(meta["step"])
+    bad = meta["bad_evals"]
+    state.bad_evals = {t: int(bad if isinstance(bad, int) else bad.get(t, 0)) for t in group.names}
     session.log.rewind(group.tag, state.step)
     if acc.is_main_process:
         print(f"resume: continuing from {path.name} (step {meta['step']})")
@@ -127,6 +136,11 @@ def _load_shared(session, group, state: FitState, path: Path, meta: dict[str, An
     for m, h in group.hooks.items():
         h.load_state_tensors(under(f"_hooks/{m}/"))
         h.load_state_json(meta["hooks"][m])
+    if session.shared is not None:
+        load_shared_part(session, under("_live/"))
+    group.weighting.load_state_tensors(under("_weighting/"))
+    group.weighting.load_state_json(meta.get("weighting", {}))
+    group.counters.update(meta.get("counters", {}))
     optimizer_from_files(_inner(group.optimizer, "optimizer"), load_tensors(path / "optimizer.safetensors"),
                          meta["optimizer"])
     _inner(group.scheduler, "scheduler").load_state_dict(meta["scheduler"])

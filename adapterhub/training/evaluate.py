@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from ..data import collate
 from ..heads import CAUSAL_LM
 from .batches import to_device
+from .shared import shared_keys
 from .tasks import score
 
 EXACT_MATCH_EXAMPLES = 64  # held-out prompts generated for causal-LM exact match
@@ -24,16 +25,18 @@ def evaluate(session, task: str, split: str = "validation", full: bool = False) 
     acc, model, data = session.acc, session.model, getattr(session.tasks[task], split)
     tr = session.recipe.training
     data = _capped(data, tr.max_test_examples if full else tr.max_eval_examples, tr.seed)
-    mine = list(range(acc.process_index, len(data), acc.num_processes))
+    # this process's shard, by length: each batch is padded to its own longest row (scores do not depend on order)
+    mine = sorted(range(acc.process_index, len(data), acc.num_processes), key=lambda i: len(data[i]["input_ids"]))
     model.eval()
     rows = []
-    bs = tr.eval_batch_size
+    bs, shared = tr.eval_batch_size, shared_keys(session)
     for s in tqdm(range(0, len(mine), bs), desc=f"eval {task}/{split}", leave=False,
                   disable=True if len(mine) <= bs else progress_off(session)):
         feats = [data[i] for i in mine[s:s + bs]]
         batch = to_device(collate(feats, model.tokenizer, tasks=[task] * len(feats)), acc.device)
         with acc.autocast():
-            out = model(batch["input_ids"], batch["attention_mask"], adapters=task, labels=batch["labels"])
+            out = model(batch["input_ids"], batch["attention_mask"], adapters=task, labels=batch["labels"],
+                        shared=shared)
         rows += session.tasks[task].rows_for_scoring(out.logits[task], batch["labels"][task],
                                                      batch["attention_mask"], float(out.losses[task]), feats)
     rows = gather_object(rows) if acc.num_processes > 1 else rows
@@ -76,7 +79,7 @@ def exact_match_rate(session, task: str, feats: list[dict]) -> float:
         width = max(len(p) for p in chunk)
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in chunk], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
-        with model.routed(task, len(chunk)):
+        with model.routed(task, len(chunk), shared=shared_keys(session)):
             out = model.base.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_new, do_sample=False,
                                       pad_token_id=pad)
         preds += tok.batch_decode(out[:, width:], skip_special_tokens=True)

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from .evaluate import evaluate
+from .shared import fold_into_tasks, load_task_state
 from .state import FitState, scalars
 
 
@@ -37,15 +38,17 @@ class TaskResult:
 
 
 def finish_group(session, group, state: FitState, seconds: float) -> dict[str, TaskResult]:
-    """Restore each task's best state, finish the method hooks (their report files on the main process), test."""
+    """Restore each task's best state, finish the method hooks (their report files on the main process), fold the
+    shared adapter (at each task's best step) into each task's adapter, test."""
     acc, model = session.acc, session.model
     for t in group.names:
         if state.best[t].state is not None:
-            model.load_adapter_state(t, state.best[t].state)
+            load_task_state(session, t, state.best[t].state, shared=False)
     for h in group.hooks.values():
         h.finish()
         if acc.is_main_process:
             h.write_report(session.run_dir, group.tag)
+    fold_into_tasks(session, group.names, state.best)
     results = {}
     for t in group.names:
         best = state.best[t]

@@ -50,6 +50,7 @@ def _fmt(v) -> str:
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
+    """Training loss per task, validation metrics, and (when tasks trained together) each task's loss weight."""
     try:
         import matplotlib
 
@@ -60,20 +61,20 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> Path | None:
     train = [h for h in history if h.get("split") == "train"]
     val = [h for h in history if h.get("split") == "validation"]
     loss_keys = sorted({k for h in train for k in h if k.startswith("loss/")})
+    weight_keys = sorted({k for h in train for k in h if k.startswith("weight/")})
     metric_keys = sorted({k for h in val for k in h if "/" in k and not k.startswith("loss/") and not k.startswith("n/")})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for k in loss_keys:
-        pts = [(h["step"], h[k]) for h in train if k in h]
-        axes[0].plot([p[0] for p in pts], [p[1] for p in pts], label=k.split("/", 1)[1])
-    axes[0].set_title("training loss")
-    axes[0].set_xlabel("step")
-    axes[0].legend(fontsize=8)
-    for k in metric_keys:
-        pts = [(h["step"], h[k]) for h in val if k in h]
-        axes[1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
-    axes[1].set_title("validation metrics")
-    axes[1].set_xlabel("step")
-    axes[1].legend(fontsize=7)
+    panels = [("training loss", train, loss_keys, None), ("validation metrics", val, metric_keys, "o")]
+    if weight_keys:
+        panels.append(("loss weights", train, weight_keys, None))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4))
+    for ax, (title, records, keys, marker) in zip(axes, panels):
+        for k in keys:
+            pts = [(h["step"], h[k]) for h in records if k in h]
+            label = k if marker else k.split("/", 1)[1]
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=marker, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7 if marker else 8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -53,7 +53,8 @@ def task_probabilities(sizes: dict[str, int], strategy: str, temperature: float 
 
 
 class TaskSampler:
-    """Draws the task of each row of a joint batch. Tasks may join late (progressive schedule)."""
+    """Draws the task of each row of a joint batch. Tasks may join late (progressive schedule) and leave early
+    (:meth:`stop`: early stopping); the others keep their proportions among themselves."""
 
     def __init__(self, sizes: dict[str, int], strategy: str, temperature: float, seed: int,
                  start_steps: dict[str, int] | None = None):
@@ -61,9 +62,17 @@ class TaskSampler:
         self.start = {t: int((start_steps or {}).get(t, 0)) for t in sizes}
         self.generator = torch.Generator().manual_seed(seed)
         self.tasks = list(sizes)
+        self.stopped: set[str] = set()
+
+    def stop(self, task: str) -> None:
+        self.stopped.add(task)
 
     def draw(self, k: int, step: int) -> list[str]:
-        live = {t: n for t, n in self.sizes.items() if self.start[t] <= step}
+        going = {t: n for t, n in self.sizes.items() if t not in self.stopped}
+        live = {t: n for t, n in going.items() if self.start[t] <= step}
+        if not live:  # every started task stopped early: the next ones start now
+            first = min(self.start[t] for t in going)
+            live = {t: n for t, n in going.items() if self.start[t] == first}
         probs = task_probabilities(live, self.strategy, self.temperature)
         names = list(probs)
         p = torch.tensor([probs[t] for t in names], dtype=torch.float64)
@@ -71,7 +80,8 @@ class TaskSampler:
         return [names[i] for i in idx]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state().tolist()}
+        return {"generator": self.generator.get_state().tolist(), "stopped": sorted(self.stopped)}
 
     def load_state_dict(self, s: dict[str, Any]) -> None:
         self.generator.set_state(torch.tensor(s["generator"], dtype=torch.uint8))
+        self.stopped = set(s.get("stopped", ()))

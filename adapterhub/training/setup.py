@@ -19,6 +19,9 @@ from ..methods import TrainingHooks, methods
 from ..recipes import Recipe, RecipeError
 from .metrics_log import MetricsLog
 from .sampling import ExampleStream, TaskSampler
+from .shared import create_shared, probe_parameters, shared_keys
+from .shared import parameters as shared_parameters
+from .weighting import make_weighting
 from .tasks import TaskData, prepare_task, truncation_note
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -35,6 +38,7 @@ class Session:
     show_progress: bool
     log: MetricsLog
     tasks: dict[str, TaskData] = dataclasses.field(default_factory=dict)
+    shared: Any = None       # the recipe's shared adapter (adapterhub.model.shared.SharedAdapter) while it trains
 
 
 @dataclasses.dataclass
@@ -48,10 +52,11 @@ class Group:
     scheduler: Any
     loss_module: Any
     params: list[nn.Parameter]
-    weights: dict[str, float]
+    weighting: Any           # the loss weighting (training/weighting.py), inside the loss module
     hooks: dict[str, TrainingHooks]  # method name -> its hooks for this group's adapters of that method
     streams: dict[str, ExampleStream]
     sampler: TaskSampler
+    counters: dict[str, float] = dataclasses.field(default_factory=lambda: {"tokens": 0, "padded": 0})
 
     @property
     def hooks_by_adapter(self) -> dict[str, TrainingHooks]:
@@ -59,20 +64,26 @@ class Group:
 
 
 class LossModule(nn.Module):
-    """What DDP wraps: one routed forward, returns (total, per-task losses) as plain tensors."""
+    """What DDP wraps: one routed forward (each row's adapter, plus the shared adapter on every row), the weighted
+    loss; returns (total, per-task losses) as plain tensors. ``shares``: per task, this micro-batch's part of the
+    step's loss of that task; ``penalize``: {adapter: factor} of the method penalties this micro-batch carries."""
 
-    def __init__(self, model):
+    def __init__(self, model, weighting, shared: tuple[str, ...] = ()):
         super().__init__()
-        self.model = model
+        self.model, self.weighting, self.shared = model, weighting, tuple(shared)
 
-    def forward(self, input_ids, attention_mask, adapters, labels, weights, hooks=None):
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, adapters=adapters, labels=labels)
-        total = sum(weights[n] * l for n, l in out.losses.items())
-        for n in out.losses:  # method penalties (e.g. an orthogonal regulariser), inside the DDP forward
+    def forward(self, input_ids, attention_mask, adapters, labels, shares, penalize=None, hooks=None):
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, adapters=adapters, labels=labels,
+                         shared=self.shared)
+        losses = {n: l for n, l in out.losses.items() if shares.get(n, 0.0) > 0}  # a part with nothing to score
+        if self.weighting.needs_probe and losses:
+            self.weighting.probe(losses, shares, out.hidden_states)
+        total = self.weighting(losses, shares) if losses else out.hidden_states.sum() * 0.0
+        for n, factor in (penalize or {}).items():  # method penalties (e.g. an orthogonal regulariser)
             h = (hooks or {}).get(n)
             extra = h.penalty(n) if h is not None else None
             if extra is not None:
-                total = total + extra
+                total = total + factor * extra
         return total, {n: l.detach() for n, l in out.losses.items()}
 
 
@@ -86,6 +97,9 @@ def open_session(recipe: Recipe, model=None, accelerator=None, run_dir: Path | N
 
         with quiet_library_progress(not show_progress or not sys.stderr.isatty()):
             model = AdapterModel.from_pretrained(recipe.base)
+    if getattr(acc, "gradient_accumulation_steps", 1) != 1:
+        raise RecipeError(f"accelerator: gradient_accumulation_steps={acc.gradient_accumulation_steps}; give 1 and "
+                          "set training.grad_accum: the trainer accumulates over length-sorted micro-batches itself")
     return Session(recipe, acc, model, run_dir, show_progress and acc.is_local_main_process,
                    MetricsLog(run_dir / "metrics.jsonl", acc))
 
@@ -112,7 +126,7 @@ def make_accelerator(recipe: Recipe, run_dir: Path):
 
     tr = recipe.training
     logging = ["tensorboard"] if _has_tensorboard() else []
-    return Accelerator(mixed_precision=tr.mixed_precision, gradient_accumulation_steps=tr.grad_accum,
+    return Accelerator(mixed_precision=tr.mixed_precision, gradient_accumulation_steps=1,
                        log_with=logging or None, project_dir=str(run_dir),
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
 
@@ -140,6 +154,7 @@ def prepare_tasks(session: Session) -> None:
         entry = model.add_adapter(name, spec.method_config, task=spec.type, labels=session.tasks[name].labels,
                                   **spec.head)
         entry.extra["max_length"] = spec.max_length  # predict cuts where training did
+    session.shared = create_shared(session)
 
 
 def start_run(session: Session, resume: bool = False) -> None:
@@ -195,10 +210,12 @@ def setup_group(session: Session, names: list[str], tag: str) -> Group:
     for t in model.adapters:  # only this group's adapters train
         for p in model.adapter_parameters(t):
             p.requires_grad_(t in names)
+    weighting = make_weighting(tr, names, {t: float(specs[t].loss_weight) for t in names}, probe_parameters(session))
+    extra = [("_shared", shared_parameters(session), tr.weight_decay), ("_weighting", list(weighting.parameters()), 0.0)]
+    param_groups += [{"params": ps, "lr": tr.lr, "weight_decay": wd, "name": n} for n, ps, wd in extra if ps]
     opt = torch.optim.AdamW(param_groups, lr=tr.lr)
     sched = get_scheduler(SCHEDULES[tr.schedule], opt, num_warmup_steps=tr.warmup_steps, num_training_steps=steps)
-    loss_mod, opt, sched = acc.prepare(LossModule(model), opt, sched)
-    weights = {t: float(specs[t].loss_weight) for t in names}
+    loss_mod, opt, sched = acc.prepare(LossModule(model, weighting, shared_keys(session)), opt, sched)
     hooks = method_hooks(session, names)
     rank_seed = tr.seed * 1000 + acc.process_index
     streams = {t: ExampleStream(len(session.tasks[t].train), rank_seed + i) for i, t in enumerate(names)}
@@ -206,7 +223,7 @@ def setup_group(session: Session, names: list[str], tag: str) -> Group:
                           rank_seed, tr.progressive)
     torch.manual_seed(rank_seed)
     return Group(names, tag, steps, opt, sched, loss_mod, [p for g in param_groups for p in g["params"]],
-                 weights, hooks, streams, sampler)
+                 weighting, hooks, streams, sampler)
 
 
 def method_hooks(session: Session, names: list[str]) -> dict[str, TrainingHooks]:

@@ -1,5 +1,6 @@
-"""What a training group carries from step to step (and what a checkpoint saves): the step, the evaluations without
-improvement, and per task its best validation score so far with that moment's adapter state."""
+"""What a training group carries from step to step (and what a checkpoint saves): the step, and per task the
+evaluations without improvement and its best validation score so far with that moment's adapter state (and the
+shared adapter's, when the recipe has one)."""
 from __future__ import annotations
 
 import dataclasses
@@ -20,12 +21,12 @@ class Best:
 @dataclasses.dataclass
 class FitState:
     step: int = 0
-    bad_evals: int = 0
+    bad_evals: dict[str, int] = dataclasses.field(default_factory=dict)  # per task: evaluations without improvement
     best: dict[str, Best] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def fresh(cls, names: list[str]) -> "FitState":
-        return cls(best={t: Best() for t in names})
+        return cls(bad_evals={t: 0 for t in names}, best={t: Best() for t in names})
 
 
 def scalars(metrics: dict[str, Any]) -> dict[str, Any]:
