@@ -130,6 +130,8 @@ def _validate(session, group, state: FitState, bar) -> bool:
             rest = [n for n in group.names if n not in group.sampler.stopped]
             bar.write(f"early stopping {t} at step {step}: no improvement in {state.bad_evals[t]} evaluations"
                       + (f"; it leaves the sampler, {', '.join(rest)} go on" if rest else ""), file=sys.stderr)
+    if session.on_validation is not None:
+        session.on_validation(group, state)
     return all(t in group.sampler.stopped for t in group.names)
 
 

@@ -23,10 +23,10 @@ def finished_results(recipe, run_dir: Path) -> dict[str, TaskResult] | None:
 
 
 def train_recipe(recipe, resume: bool = False, run_dir: Path | None = None, model=None,
-                 store=None) -> dict[str, TaskResult]:
+                 store=None, on_validation=None, show_progress: bool = True) -> dict[str, TaskResult]:
     """Train a validated recipe; write each task's best adapter (into ``store`` / the local store, or into the run
     dir when ``output.store`` is false) and the report. Returns the per-task results. ``resume`` of a run that has
-    finished writes nothing again: it returns that run's results."""
+    finished writes nothing again: it returns that run's results. ``on_validation``: see :class:`Trainer`."""
     from .trainer import Trainer
 
     if resume:
@@ -35,7 +35,7 @@ def train_recipe(recipe, resume: bool = False, run_dir: Path | None = None, mode
             print(f"resume: the run in {Path(run_dir or recipe.run_dir)} has finished; nothing to train or store "
                   "again (results.json says where its adapters are)", file=sys.stderr)
             return done
-    trainer = Trainer(recipe, model=model, run_dir=run_dir)
+    trainer = Trainer(recipe, model=model, run_dir=run_dir, on_validation=on_validation, show_progress=show_progress)
     trainer.prepare()
     results = trainer.train(resume=resume)
     if trainer.acc.is_main_process:

@@ -39,6 +39,7 @@ class Session:
     log: MetricsLog
     tasks: dict[str, TaskData] = dataclasses.field(default_factory=dict)
     shared: Any = None       # the recipe's shared adapter (adapterhub.model.shared.SharedAdapter) while it trains
+    on_validation: Any = None  # called as f(group, state) after each validation round (tune: report, prune)
 
 
 @dataclasses.dataclass
@@ -88,7 +89,7 @@ class LossModule(nn.Module):
 
 
 def open_session(recipe: Recipe, model=None, accelerator=None, run_dir: Path | None = None,
-                 show_progress: bool = True) -> Session:
+                 show_progress: bool = True, on_validation=None) -> Session:
     """The accelerator (unless given) and the model (loaded from ``recipe.base`` unless given)."""
     run_dir = Path(run_dir or recipe.run_dir)
     acc = accelerator or make_accelerator(recipe, run_dir)
@@ -101,7 +102,7 @@ def open_session(recipe: Recipe, model=None, accelerator=None, run_dir: Path | N
         raise RecipeError(f"accelerator: gradient_accumulation_steps={acc.gradient_accumulation_steps}; give 1 and "
                           "set training.grad_accum: the trainer accumulates over length-sorted micro-batches itself")
     return Session(recipe, acc, model, run_dir, show_progress and acc.is_local_main_process,
-                   MetricsLog(run_dir / "metrics.jsonl", acc))
+                   MetricsLog(run_dir / "metrics.jsonl", acc), on_validation=on_validation)
 
 
 @contextlib.contextmanager

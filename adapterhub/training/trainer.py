@@ -21,9 +21,11 @@ class Trainer:
     """Trains the tasks of a validated recipe on ``model`` (default: ``recipe.base``) under Accelerate."""
 
     def __init__(self, recipe: Recipe, model=None, accelerator=None, run_dir: Path | None = None,
-                 show_progress: bool = True):
+                 show_progress: bool = True, on_validation=None):
+        """``on_validation``: called as ``f(group, state)`` after each validation round (``state.best``: each
+        task's best so far); it may raise to end the run (a pruned search trial)."""
         self.session = open_session(recipe, model=model, accelerator=accelerator, run_dir=run_dir,
-                                    show_progress=show_progress)
+                                    show_progress=show_progress, on_validation=on_validation)
         #: method name -> its training hooks in the last group trained (e.g. an allocator and its report)
         self.method_hooks: dict[str, TrainingHooks] = {}
 
