@@ -42,6 +42,8 @@ def lora_tasks(ws):
     (["training.dwa_temperature=0", "training.loss_weighting=dwa"], r"training\.dwa_temperature: must be > 0"),
     (["training.token_budget=8"], r"training\.token_budget: 8 is below tasks\.\w+\.max_length=16"),
     (["training.token_budget=0"], r"training\.token_budget: must be >= 1"),
+    (["tasks.ner.sampling_weight=0"], r"tasks\.ner\.sampling_weight: must be > 0"),
+    (["tasks.ner.sampling_weight=2", "training.mode=separate"], r"tasks\.ner\.sampling_weight: weighs .* one task"),
 ])
 def test_multitask_keys_are_checked_by_dotted_key(workspace, overrides, message):
     with pytest.raises(RecipeError, match=message):
@@ -55,6 +57,20 @@ def test_shared_needs_joint_mode_and_a_single_task_cannot_weigh(workspace):
     one = {"sent": lora_tasks(workspace)["sent"]}
     with pytest.raises(RecipeError, match="the recipe has one task"):
         load_recipe(write_recipe(workspace, tasks=one), ["training.loss_weighting=uncertainty"])
+
+
+def test_sampling_weights_scale_each_strategy():
+    from adapterhub.training.sampling import TaskSampler, task_probabilities
+
+    p = task_probabilities({"a": 100, "b": 100, "c": 400}, "equal", weights={"c": 2.0})
+    assert p == pytest.approx({"a": 0.25, "b": 0.25, "c": 0.5})
+    p = task_probabilities({"a": 100, "b": 300}, "proportional", weights={"a": 3.0})
+    assert p == pytest.approx({"a": 0.5, "b": 0.5})
+    s = TaskSampler({"a": 1, "b": 1}, "equal", 1.0, 0, weights={"a": 3.0})
+    drawn = s.draw(4000, 0)
+    assert drawn.count("a") / 4000 == pytest.approx(0.75, abs=0.03)
+    s.stop("a")  # a task stopped early leaves the sampler
+    assert set(s.draw(50, 1)) == {"b"}
 
 
 # ---- micro-batches ---------------------------------------------------------------------------------------
@@ -237,3 +253,22 @@ def test_a_task_that_stops_early_leaves_the_sampler_and_the_others_go_on(workspa
     assert [h["step"] for h in train if "loss/sent" in h] == list(range(1, 13))
     assert [h["step"] for h in tr.history if h.get("task") == "ner"] == [2, 4, 6]
     assert results["ner"].best_step == 2 and results["sent"].best_step == 12
+
+
+def test_two_process_ddp_with_micro_batches_shared_adapter_and_gradnorm(workspace):
+    """Under 2-process DDP: several micro-batches per step (one gradient sync), a shared adapter and GradNorm weights
+    averaged over the processes: both ranks end with the same weights."""
+    from test_training import train_two_processes
+
+    path = write_recipe(workspace, steps=6, extra_training={"eval_every": 3, "token_budget": 32,
+                                                           "loss_weighting": "gradnorm", "log_every": 1},
+                        tasks=lora_tasks(workspace))
+    raw = path.read_text() + "shared: {method: lora, r: 2, target_modules: all-linear}\n"
+    path.write_text(raw)
+    train_two_processes(path)
+    run = workspace / "run"
+    assert (run / "weights-joint-rank0.sha256").read_text() == (run / "weights-joint-rank1.sha256").read_text()
+    hist = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    w = [(h["weight/sent"], h["weight/ner"]) for h in hist if h["split"] == "train"]
+    assert len(w) == 6 and len(set(w)) > 1
+    assert json.loads((run / "adapters" / "sent" / "adapter_config.json").read_text())["r"] == 2 + 4

@@ -59,6 +59,10 @@ def check_multitask(recipe) -> None:
         why = "training.mode is 'separate' (one task per group)" if tr.mode != "joint" else "the recipe has one task"
         raise At("training.loss_weighting", f"{tr.loss_weighting!r} balances the losses of tasks trained together; "
                                             f"{why}: use fixed")
+    for t, spec in tasks.items():
+        if "sampling_weight" in spec.model_fields_set and not joint:
+            raise At(f"tasks.{t}.sampling_weight", "weighs a task's share of the rows of a joint batch; this run "
+                                                   "trains one task per group")
     if tr.loss_weighting == "gradnorm" and tr.gradnorm_on == "shared" and recipe.shared is None:
         raise At("training.gradnorm_on", "'shared' measures gradient norms on the shared adapter's parameters, but "
                                          "the recipe has no shared adapter (add shared: {method: ..., r: ...}, or "

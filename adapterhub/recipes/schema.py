@@ -113,6 +113,7 @@ class TaskSpec(Spec):
     labels: Optional[Annotated[list[str], Field(min_length=1)]] = None
     head: dict[str, Any] = {}
     loss_weight: Annotated[float, Field(ge=0)] = 1.0
+    sampling_weight: Annotated[float, Field(gt=0)] = 1.0  # joint sampling: this task's probability times this
     lr: Optional[Annotated[float, Field(gt=0)]] = None
     max_length: Annotated[int, Field(ge=2)] = 128
     primary_metric: Optional[str] = None

@@ -38,8 +38,10 @@ class ExampleStream:
         self._perm = self._permutation()
 
 
-def task_probabilities(sizes: dict[str, int], strategy: str, temperature: float = 2.0) -> dict[str, float]:
-    """proportional: p_i ~ n_i; temperature: p_i ~ n_i^(1/T); equal: p_i = 1/k."""
+def task_probabilities(sizes: dict[str, int], strategy: str, temperature: float = 2.0,
+                       weights: dict[str, float] | None = None) -> dict[str, float]:
+    """proportional: p_i ~ n_i; temperature: p_i ~ n_i^(1/T); equal: p_i = 1/k; each times the task's sampling
+    weight (``weights``, default 1), normalised."""
     if strategy == "equal":
         w = {t: 1.0 for t in sizes}
     elif strategy == "proportional":
@@ -48,6 +50,7 @@ def task_probabilities(sizes: dict[str, int], strategy: str, temperature: float 
         w = {t: float(n) ** (1.0 / temperature) for t, n in sizes.items()}
     else:
         raise ValueError(f"unknown sampling strategy {strategy!r}")
+    w = {t: v * float((weights or {}).get(t, 1.0)) for t, v in w.items()}
     total = sum(w.values())
     return {t: v / total for t, v in w.items()}
 
@@ -57,8 +60,9 @@ class TaskSampler:
     (:meth:`stop`: early stopping); the others keep their proportions among themselves."""
 
     def __init__(self, sizes: dict[str, int], strategy: str, temperature: float, seed: int,
-                 start_steps: dict[str, int] | None = None):
+                 start_steps: dict[str, int] | None = None, weights: dict[str, float] | None = None):
         self.sizes, self.strategy, self.temperature = dict(sizes), strategy, temperature
+        self.weights = dict(weights or {})
         self.start = {t: int((start_steps or {}).get(t, 0)) for t in sizes}
         self.generator = torch.Generator().manual_seed(seed)
         self.tasks = list(sizes)
@@ -73,7 +77,7 @@ class TaskSampler:
         if not live:  # every started task stopped early: the next ones start now
             first = min(self.start[t] for t in going)
             live = {t: n for t, n in going.items() if self.start[t] == first}
-        probs = task_probabilities(live, self.strategy, self.temperature)
+        probs = task_probabilities(live, self.strategy, self.temperature, self.weights)
         names = list(probs)
         p = torch.tensor([probs[t] for t in names], dtype=torch.float64)
         idx = torch.multinomial(p, k, replacement=True, generator=self.generator).tolist()

@@ -221,7 +221,7 @@ def setup_group(session: Session, names: list[str], tag: str) -> Group:
     rank_seed = tr.seed * 1000 + acc.process_index
     streams = {t: ExampleStream(len(session.tasks[t].train), rank_seed + i) for i, t in enumerate(names)}
     sampler = TaskSampler({t: len(session.tasks[t].train) for t in names}, tr.sampling, tr.temperature,
-                          rank_seed, tr.progressive)
+                          rank_seed, tr.progressive, {t: specs[t].sampling_weight for t in names})
     torch.manual_seed(rank_seed)
     return Group(names, tag, steps, opt, sched, loss_mod, [p for g in param_groups for p in g["params"]],
                  weighting, hooks, streams, sampler)
