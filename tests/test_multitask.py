@@ -88,6 +88,46 @@ def test_plan_sorts_by_length_under_the_budget():
     assert parts[0] == [1, 3, 4]                      # the short rows together
 
 
+def test_plan_cuts_where_padding_plus_the_per_micro_batch_cost_is_least():
+    """Against every way of cutting the sorted rows into consecutive runs under the budget (brute force)."""
+    import itertools
+    import random
+
+    from adapterhub.training.batches import MICRO_BATCH_COST, plan
+
+    def cost(parts, lengths):
+        return sum(len(p) * max(lengths[i] for i in p) + MICRO_BATCH_COST for p in parts)
+
+    rng = random.Random(0)
+    for _ in range(40):
+        lengths = [rng.choice([4, 6, 9, 12, 30, 60]) for _ in range(rng.randint(2, 9))]
+        budget = rng.choice([60, 90, 128])
+        parts = plan(lengths, budget)
+        assert sorted(i for p in parts for i in p) == list(range(len(lengths)))
+        assert all(len(p) == 1 or len(p) * max(lengths[i] for i in p) <= budget for p in parts)
+        if len(parts) == 1 and len(lengths) * max(lengths) <= budget:
+            continue
+        ls = sorted(lengths)
+        best = min(sum(len(r) * r[-1] + MICRO_BATCH_COST for r in runs)
+                   for k in range(len(ls)) for cuts in itertools.combinations(range(1, len(ls)), k)
+                   for runs in [[ls[a:b] for a, b in zip((0, *cuts), (*cuts, len(ls)))]]
+                   if all(len(r) == 1 or len(r) * r[-1] <= budget for r in runs))
+        assert cost(parts, lengths) == best, (lengths, budget, parts)
+
+
+def test_gradients_are_clipped_per_optimizer_group():
+    """One task's huge gradient does not shrink another task's step."""
+    from accelerate import Accelerator
+
+    from adapterhub.training.fit import clip_each
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    a.grad, b.grad = torch.full((3,), 100.0), torch.tensor([0.3, 0.0, 0.4])
+    clip_each(Accelerator(cpu=True), {"ner": [a], "sent": [b]}, max_norm=1.0)
+    assert float(a.grad.norm()) == pytest.approx(1.0, rel=1e-4)
+    torch.testing.assert_close(b.grad, torch.tensor([0.3, 0.0, 0.4]))
+
+
 def test_micro_batches_keep_the_draws_gradient(workspace):
     """The sum over micro-batches of share * loss has the gradient of the whole draw (same rows, same weights)."""
     from adapterhub.training.batches import draw_rows, micro_batches, to_device
@@ -272,3 +312,37 @@ def test_two_process_ddp_with_micro_batches_shared_adapter_and_gradnorm(workspac
     w = [(h["weight/sent"], h["weight/ner"]) for h in hist if h["split"] == "train"]
     assert len(w) == 6 and len(set(w)) > 1
     assert json.loads((run / "adapters" / "sent" / "adapter_config.json").read_text())["r"] == 2 + 4
+
+
+def test_gradnorm_refuses_activations_that_depend_on_nothing_trainable():
+    from adapterhub import AdapterHubError
+    from adapterhub.training.weighting import GradNormWeighting
+
+    w = GradNormWeighting(["a", "b"], {"a": 1.0, "b": 1.0}, alpha=1.5, lr=0.025, probe=None)
+    hidden = torch.ones(2, 3, 4)  # no autograd path to any parameter
+    with pytest.raises(AdapterHubError, match="gradnorm .* depend on no trainable parameter"):
+        w.probe({"a": hidden.sum(), "b": hidden.mean()}, {"a": 0.5, "b": 0.5}, hidden)
+
+
+def test_gradnorm_moves_weight_toward_the_task_that_lags():
+    """Equal gradient norms, task b's loss falls slower (higher relative inverse training rate): b's weight rises,
+    and the weights keep summing to the loss weights' sum."""
+    from adapterhub.training.weighting import GradNormWeighting
+
+    w = GradNormWeighting(["a", "b"], {"a": 1.0, "b": 1.0}, alpha=1.5, lr=0.05, probe=None)
+    for losses in ({"a": 1.0, "b": 1.0}, {"a": 0.5, "b": 0.9}, {"a": 0.4, "b": 0.9}):
+        w.sq = {"a": 1.0, "b": 1.0}
+        w.after_step(losses, None)
+    assert w.w["b"] > 1.0 > w.w["a"] and w.w["a"] + w.w["b"] == pytest.approx(2.0)
+
+
+def test_dwa_weights_follow_the_ratio_of_the_last_two_windows():
+    import math
+
+    from adapterhub.training.weighting import DWAWeighting
+
+    w = DWAWeighting(["a", "b"], {"a": 1.0, "b": 1.0}, temperature=2.0, window=2)
+    for losses in ({"a": 1.0, "b": 1.0},) * 2 + ({"a": 0.5, "b": 1.0},) * 2:
+        w.after_step(losses, None)
+    ea, eb = math.exp(0.5 / 2.0), math.exp(1.0 / 2.0)
+    assert w.w == pytest.approx({"a": 2 * ea / (ea + eb), "b": 2 * eb / (ea + eb)})

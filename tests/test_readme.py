@@ -46,9 +46,9 @@ def _has_packages() -> bool:
 
 
 def tiny_train(words: list[str]) -> list[str]:
-    """``train RECIPE ...`` with a few steps on a slice of each task's data appended (later overrides win, so the
-    line's own overrides other than these stay)."""
-    recipe = load_recipe(ROOT / words[words.index("train") + 1])
+    """``train RECIPE ...`` (or ``tune RECIPE ...``) with a few steps on a slice of each task's data appended (later
+    overrides win, so the line's own overrides other than these stay)."""
+    recipe = load_recipe(ROOT / words[words.index(words[0]) + 1])
     per_task = [f"tasks.{t}.{k}" for t in recipe.tasks for k in ("data.limit=96", "max_length=32")]
     return words + TINY + per_task
 
@@ -62,7 +62,7 @@ def run_bash(code: str, cwd: Path, env: dict, capsys) -> str:
             continue
         words = shlex.split(line, comments=True)
         if words[0] == ".venv/bin/adapterhub":
-            args = tiny_train(words[1:]) if words[1] == "train" else words[1:]
+            args = tiny_train(words[1:]) if words[1] in ("train", "tune") else words[1:]
             capsys.readouterr()
             rc = main(args)
             got = capsys.readouterr()

@@ -83,3 +83,21 @@ def test_bad_search_spaces_fail_before_training(workspace, capsys, items, messag
     err = capsys.readouterr().err
     assert rc == 2 and re.search(message, err), err
     assert not (workspace / "s" / "trial-0").exists()
+
+
+def test_a_relative_study_dir_is_under_the_working_directory_not_the_recipes(workspace, tmp_path, monkeypatch,
+                                                                              capsys):
+    """The recipe lives in another directory than the working one: the trials still train into the study dir the
+    user named (relative to where they run), and the best one is found there."""
+    (workspace / "recipes").mkdir()
+    path = write_recipe(workspace, steps=2, extra_training={"eval_every": 2})
+    path = path.rename(workspace / "recipes" / "recipe.yaml")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    rc = main(["tune", str(path), "--trials", "2", "training.lr=uniform:1e-3:2e-3", "output.store=false",
+               "--study-dir", "study"])
+    err = capsys.readouterr().err
+    assert rc == 0, err[-2000:]
+    assert (cwd / "study" / "trials.json").exists() and (cwd / "study" / "trial-0" / "results.json").exists()
+    assert not (workspace / "recipes" / "study").exists()

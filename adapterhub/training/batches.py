@@ -1,7 +1,7 @@
 """Training batches. Each draw takes ``batch_size`` rows from the per-task example streams (by the task sampler when
 several tasks train together); the draw is then cut into micro-batches by length (:func:`micro_batches`): rows
 sorted by length, each micro-batch at most ``token_budget`` padded tokens, so short rows (sentiment, NER) are not
-padded to the longest row of the draw (topic). Every micro-batch carries, per task, the share of that task's loss
+padded to the longest row of the draw (topic), and the cut points are chosen to pad least. Every micro-batch carries, per task, the share of that task's loss
 it holds in the draw (labelled rows, or labelled tokens): the sum over the micro-batches of ``share * loss`` is the
 draw's per-task mean loss, so the gradient is the one of the whole draw (the same rows, the same proportions). Rows
 are padded by the one :func:`adapterhub.data.collate`, which groups the labels per task."""
@@ -51,19 +51,33 @@ def draw_batch(tasks: dict[str, TaskData], streams: dict[str, ExampleStream], sa
     return collate([tasks[t].train[i] for t, i in rows], tokenizer, tasks=[t for t, _ in rows])
 
 
+#: what one more micro-batch costs, in padded tokens (its fixed per-forward work): the split weighs it against padding
+MICRO_BATCH_COST = 32
+
+
 def plan(lengths: list[int], budget: int | None) -> list[list[int]]:
     """Row positions per micro-batch: all rows in one when they fit ``budget`` padded tokens (or there is no
-    budget); else rows sorted by length (stable) and cut greedily so that rows x longest row <= ``budget``."""
+    budget); else the rows sorted by length (stable), cut into consecutive runs of at most ``budget`` padded tokens
+    (rows x longest row; a longer row goes alone) so that the padded tokens plus ``MICRO_BATCH_COST`` per
+    micro-batch are least (an exact dynamic programme over the cut points)."""
     if budget is None or len(lengths) * max(lengths) <= budget:
         return [list(range(len(lengths)))]
-    out, cur, longest = [], [], 0
-    for i in sorted(range(len(lengths)), key=lambda j: lengths[j]):
-        if cur and (len(cur) + 1) * max(longest, lengths[i]) > budget:
-            out.append(cur)
-            cur, longest = [], 0
-        cur.append(i)
-        longest = max(longest, lengths[i])
-    return out + [cur]
+    order = sorted(range(len(lengths)), key=lambda j: lengths[j])
+    ls = [lengths[j] for j in order]
+    cost, cut = [0] + [float("inf")] * len(ls), [0] * (len(ls) + 1)
+    for end in range(1, len(ls) + 1):  # the last micro-batch holds sorted rows start .. end-1 (longest: ls[end-1])
+        for start in range(end - 1, -1, -1):
+            size = (end - start) * ls[end - 1]
+            if size > budget and end - start > 1:
+                break
+            c = cost[start] + size + MICRO_BATCH_COST
+            if c < cost[end]:
+                cost[end], cut[end] = c, start
+    parts, end = [], len(ls)
+    while end:
+        parts.append(order[cut[end]:end])
+        end = cut[end]
+    return parts[::-1]
 
 
 def loss_count(task_type: str, labels: torch.Tensor) -> int:

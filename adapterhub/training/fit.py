@@ -63,7 +63,7 @@ def _optimizer_step(session, group, step: int) -> dict[str, float]:
         group.counters["tokens"] += mb.tokens
         group.counters["padded"] += mb.padded
     if tr.max_grad_norm:
-        acc.clip_grad_norm_(group.params, tr.max_grad_norm)
+        clip_each(acc, group.params, tr.max_grad_norm)
     group.optimizer.step()
     group.scheduler.step()
     for h in group.hooks.values():  # grads still present
@@ -71,6 +71,19 @@ def _optimizer_step(session, group, step: int) -> dict[str, float]:
     group.weighting.after_step(losses, acc)
     group.optimizer.zero_grad(set_to_none=True)
     return losses
+
+
+def clip_each(acc, params: dict[str, list], max_norm: float) -> None:
+    """Clip the gradient norm of each optimizer group (each task's adapter and head, the shared adapter, the loss
+    weighting) on its own: one task's large gradients do not shrink another task's step, so a task trained jointly
+    steps as it would alone. Accelerate unscales (mixed precision) once, with the first group."""
+    import torch
+
+    for i, ps in enumerate(params.values()):
+        if i == 0:
+            acc.clip_grad_norm_(ps, max_norm)
+        else:
+            torch.nn.utils.clip_grad_norm_(ps, max_norm)
 
 
 def _backward(session, group, mb: MicroBatch, sync: bool) -> dict[str, float]:

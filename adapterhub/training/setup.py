@@ -52,7 +52,7 @@ class Group:
     optimizer: Any
     scheduler: Any
     loss_module: Any
-    params: list[nn.Parameter]
+    params: dict[str, list[nn.Parameter]]  # per optimizer group (each task, the shared adapter, the weighting)
     weighting: Any           # the loss weighting (training/weighting.py), inside the loss module
     hooks: dict[str, TrainingHooks]  # method name -> its hooks for this group's adapters of that method
     streams: dict[str, ExampleStream]
@@ -223,7 +223,7 @@ def setup_group(session: Session, names: list[str], tag: str) -> Group:
     sampler = TaskSampler({t: len(session.tasks[t].train) for t in names}, tr.sampling, tr.temperature,
                           rank_seed, tr.progressive, {t: specs[t].sampling_weight for t in names})
     torch.manual_seed(rank_seed)
-    return Group(names, tag, steps, opt, sched, loss_mod, [p for g in param_groups for p in g["params"]],
+    return Group(names, tag, steps, opt, sched, loss_mod, {g["name"]: g["params"] for g in param_groups},
                  weighting, hooks, streams, sampler)
 
 

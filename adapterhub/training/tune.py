@@ -113,7 +113,8 @@ def run_study(recipe_path, items: list[str], trials: int, study_dir: Path | None
     if objective is not None and objective not in recipe.tasks:
         raise AdapterHubError(f"tune: --objective {objective!r} is not a task of the recipe ({list(recipe.tasks)})")
     check_spaces(recipe_path, fixed, spaces)
-    root = Path(study_dir or f"{recipe.run_dir}-tune")
+    # absolute: each trial's output.dir override must not resolve against the recipe's directory
+    root = Path(study_dir or f"{recipe.run_dir}-tune").resolve()
     root.mkdir(parents=True, exist_ok=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2) if prune else optuna.pruners.NopPruner()
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
