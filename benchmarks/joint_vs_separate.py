@@ -98,6 +98,8 @@ def main() -> int:
     ap.add_argument("--three-runs", action="store_true", help="also three separate processes")
     ap.add_argument("--variants", default="separate,joint,joint-padded,joint+shared")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of each CPU child (OMP_NUM_THREADS; on a "
+                    "shared box 1 thread swings least, see README)")
     ap.add_argument("--out", default=None, help="results dir (default benchmarks/results)")
     ap.add_argument("overrides", nargs="*", help="recipe overrides for every variant")
     ns = ap.parse_args()
@@ -108,6 +110,7 @@ def main() -> int:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     if ns.device == "cpu":
         env["ACCELERATE_USE_CPU"] = "1"
+        env["OMP_NUM_THREADS"] = str(ns.threads)
     common = [f"training.batch_size={B}", "training.max_eval_examples=300", "training.max_test_examples=1000",
               "output.store=false", "training.log_every=10", f"training.token_budget={ns.token_budget}",
               "training.early_stopping=null", *ns.overrides]
@@ -127,7 +130,7 @@ def main() -> int:
     report(out, list(raw["tasks"]))
     out["env"] = C.env_info(ns.device)
     out["env"]["load_average"] = os.getloadavg()
-    out["env"]["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+    out["env"]["omp_num_threads"] = env.get("OMP_NUM_THREADS")  # what the children ran with
     out["targets"] = {"cpu": "joint wall and CPU <= 1.05x separate; per-task test metric within 1 point",
                       "gpu": "joint >= 1.3x faster than separate"}
     C.write_result("joint_vs_separate" + ("_quick" if ns.quick else ""), out, ns.out)
