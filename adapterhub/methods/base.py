@@ -28,6 +28,7 @@ from torch import nn
 
 from ..files.adapter_dir import PREFIX
 from ..errors import AdapterHubError
+from ..merge import compute_dtype, lowrank_delta
 from ..routing import AdaptedLinear, UnitKind
 
 
@@ -95,6 +96,8 @@ class Method:
     peft_type: ClassVar[str] = ""
     peft_loadable: ClassVar[bool] = False
     linear: ClassVar[bool] = False           # delta(x) = scale * B @ A @ x: :meth:`lowrank_factors` exists
+    #: why an adapter that does not fold into the base weights cannot be merged (the refusal names it)
+    nonlinear_effect: ClassVar[str] = "its delta is nonlinear (not a linear map of the module's input)"
     accepts_factors: ClassVar[bool] = False  # the target of combine(): :meth:`factor_config` / :meth:`set_factors`
     card_keys: ClassVar[tuple[str, ...]] = ()
     file_keys: ClassVar[tuple[str, ...]] = ()  # tensor suffixes of one module in adapter_model.safetensors
@@ -202,6 +205,20 @@ class Method:
         unit = self.create(config, module, path, init=False)
         self.load_unit_file_state(unit, self.row_file_state(config, path, row), path)
         return unit
+
+    # --- merge: folding a unit into its module's weights -------------------------------------------
+    @property
+    def mergeable(self) -> bool:
+        """Whether this method's units fold exactly into their modules' weights (:meth:`fold`): ``linear`` methods,
+        and methods that define their own :meth:`fold` (e.g. IA3's diagonal scalings)."""
+        return self.linear or type(self).fold is not Method.fold
+
+    def fold(self, weight: torch.Tensor, bias: torch.Tensor | None, unit: nn.Module):
+        """The module's ``(weight, bias)`` with ``unit`` folded in (new tensors, in the weight's dtype). Default, for
+        ``linear`` methods: ``W + scale * B @ A`` computed in float64 on CPU / float32 elsewhere; the bias is kept."""
+        a, b, scale = self.lowrank_factors(unit)
+        delta = lowrank_delta(a, b, scale, compute_dtype(weight.device))
+        return (weight.detach().to(delta.dtype) + delta.to(weight.device)).to(weight.dtype), bias
 
     # --- linear view (merge / combine) ---------------------------------------------------------
     def lowrank_factors(self, unit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:

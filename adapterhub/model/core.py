@@ -365,7 +365,8 @@ class AdapterModel(nn.Module):
         return self.merge_state.name if self.merge_state is not None else None
 
     def merge(self, name: str) -> None:
-        """Fold linear adapter ``name`` into the base weights (serves only it until :meth:`unmerge`)."""
+        """Fold adapter ``name`` into the base weights (serves only it until :meth:`unmerge`); methods whose units fold
+        (LoRA, IA3, ...: ``Method.mergeable``)."""
         merging.merge(self, name)
 
     def unmerge(self) -> str | None:

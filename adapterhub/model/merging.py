@@ -1,7 +1,7 @@
 """Merge, unmerge, export and combine: functions over an :class:`~adapterhub.model.AdapterModel` (its methods of
 the same names call them), through its public API.
 
-- :func:`merge` / :func:`unmerge`: fold one linear adapter into the base weights for zero-overhead inference, and
+- :func:`merge` / :func:`unmerge`: fold one adapter into the base weights for zero-overhead inference (methods whose units fold: :attr:`Method.mergeable`), and
   restore the base bit for bit (the backup lives in ``model.merge_state``);
 - :func:`export_merged`: write a standalone transformers model directory with one adapter folded in (plus the
   tokenizer, and the task head for classification adapters);
@@ -42,7 +42,7 @@ class MergeState:
     """The adapter folded into the base, and each touched module's original weight."""
 
     name: str
-    backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]
+    backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]]  # path -> (module, weight, bias)
 
 
 def require_linear(model, name: str, what: str) -> AdapterEntry:
@@ -55,22 +55,27 @@ def require_linear(model, name: str, what: str) -> AdapterEntry:
     return e
 
 
-def _folded(w: torch.Tensor, method, unit) -> torch.Tensor:
-    """``W + scale * B @ A`` computed in float64 on CPU / float32 elsewhere, cast back to ``W``'s dtype."""
-    a, b, scale = method.lowrank_factors(unit)
-    delta = lowrank_delta(a, b, scale, compute_dtype(w.device))
-    return (w.detach().to(delta.dtype) + delta.to(w.device)).to(w.dtype)
+def require_mergeable(model, name: str) -> AdapterEntry:
+    """The entry of ``name`` if its method folds into the base weights (:attr:`Method.mergeable`), else a refusal
+    that says why (the method's ``nonlinear_effect``)."""
+    e = model.entry(name)
+    if not e.method.mergeable:
+        ok = sorted(n for n, m in methods().items() if m.mergeable)
+        raise AdapterHubError(f"adapter {name!r} is a {e.method.name} adapter: {e.method.nonlinear_effect}, so it "
+                              f"cannot be merged into the base weights; only adapters that fold into them "
+                              f"({', '.join(ok)}) can")
+    return e
 
 
 # ----------------------------------------------------------------------------------------------------
 # merge / unmerge
 # ----------------------------------------------------------------------------------------------------
 def merge(model, name: str) -> None:
-    """Fold linear adapter ``name`` into the base: ``W += scale * B @ A`` on each Linear it targets. Until
-    :func:`unmerge`, the model serves only ``name`` (its unit is skipped, its delta being in ``W``): a batch
-    routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the merged unit
+    """Fold adapter ``name`` into the base (its method's ``fold``: ``W += scale * B @ A`` for low-rank methods) on each
+    Linear it targets. Until :func:`unmerge`, the model serves only ``name`` (its unit is skipped, its delta being in
+    ``W``): a batch routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the merged unit
     gets no gradient while merged); not to be run concurrently with requests (it rewrites base weights)."""
-    e = require_linear(model, name, "merged into the base weights")
+    e = require_mergeable(model, name)
     current = model.merged
     if current is not None:
         if current == name:
@@ -83,13 +88,16 @@ def merge(model, name: str) -> None:
         if not mod.base_layer.weight.is_floating_point():
             raise AdapterHubError(f"cannot merge into {path!r}: its weight is {mod.base_layer.weight.dtype}, "
                                   "not a floating-point tensor (quantized base?)")
-    backup: dict[str, tuple[AdaptedLinear, torch.Tensor]] = {}
+    backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]] = {}
     with torch.no_grad():
         try:
             for path, mod in mods.items():
-                w = mod.base_layer.weight
-                backup[path] = (mod, w.detach().clone())
-                w.copy_(_folded(w, e.method, units[path]))
+                w, b = mod.base_layer.weight, mod.base_layer.bias
+                backup[path] = (mod, w.detach().clone(), None if b is None else b.detach().clone())
+                new_w, new_b = e.method.fold(w, b, units[path])
+                w.copy_(new_w)
+                if new_b is not b:
+                    b.copy_(new_b)
                 mod.merged_name = key
         except BaseException:
             _restore(backup)
@@ -97,10 +105,12 @@ def merge(model, name: str) -> None:
     model.merge_state = MergeState(name, backup)
 
 
-def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]) -> None:
+def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]]) -> None:
     with torch.no_grad():
-        for mod, original in backup.values():
-            mod.base_layer.weight.copy_(original)
+        for mod, weight, bias in backup.values():
+            mod.base_layer.weight.copy_(weight)
+            if bias is not None:
+                mod.base_layer.bias.copy_(bias)
             mod.merged_name = None
 
 
@@ -125,23 +135,29 @@ def clean_base_copy(model) -> nn.Module:
     clean = copy.deepcopy(model.base, memo)
     unwrap_all(clean)
     if model.merge_state is not None:
-        for path, (_mod, original) in model.merge_state.backup.items():
-            clean.get_submodule(path).weight = nn.Parameter(original, requires_grad=False)
+        for path, (_mod, weight, bias) in model.merge_state.backup.items():
+            lin = clean.get_submodule(path)
+            lin.weight = nn.Parameter(weight, requires_grad=False)
+            if bias is not None:
+                lin.bias = nn.Parameter(bias, requires_grad=False)
     clean.requires_grad_(False)
     return clean
 
 
 def export_merged(model, name: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a standalone transformers model directory: the base with linear adapter ``name`` folded in (no
+    """Write a standalone transformers model directory: the base with adapter ``name`` folded in (no
     adapterhub wrapper; loads with ``AutoModel``/``AutoModelForCausalLM.from_pretrained``), its tokenizer, and for
     classification adapters the task head files. Written atomically (temp dir, then rename). The model is left as
     it is."""
-    e = require_linear(model, name, "merged into the base weights")
+    e = require_mergeable(model, name)
     clean = clean_base_copy(model)
     with torch.no_grad():
         for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
-            lin.weight = nn.Parameter(_folded(lin.weight, e.method, unit), requires_grad=False)
+            new_w, new_b = e.method.fold(lin.weight, lin.bias, unit)
+            lin.weight = nn.Parameter(new_w, requires_grad=False)
+            if new_b is not lin.bias:
+                lin.bias = nn.Parameter(new_b, requires_grad=False)
     head = model.entry(name).head
 
     def write(d: Path) -> None:

@@ -9,8 +9,9 @@ For a batch, :class:`~adapterhub.routing.layer.AdaptedLinear` calls
   and :meth:`UnitKind.apply_rows` with the row -> slot index (slot ``len(names)`` is the all-zero slot: rows whose
   adapter does not touch this module, or belongs to another kind).
 
-Every kind gets the module input ``x`` and the base output ``base_out``, and returns ``out`` plus its rows' deltas.
-A row uses one adapter, so at most one kind changes it.
+Every kind gets the wrapped base module ``base`` (for kinds whose delta re-applies its weight, e.g. IA3's input
+scaling ``W (x * l) = base_out + W (x * (l - 1))``), the module input ``x`` and the base output ``base_out``, and
+returns ``out`` plus its rows' deltas. A row uses one adapter, so at most one kind changes it.
 
 Adapters held for inference live in banks (:mod:`adapterhub.routing.bank`), one *row* (a dict of tensors, plus
 non-tensor values shared by its group) per adapter: the method makes rows (``Method.unit_row`` / ``file_row``)
@@ -32,7 +33,7 @@ class UnitKind:
 
     name: str = ""
 
-    def apply_one(self, method: Any, unit: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
+    def apply_one(self, method: Any, unit: nn.Module, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
                   out: torch.Tensor, training: bool) -> torch.Tensor:
         """``out`` plus the unit's delta on every row."""
         raise NotImplementedError
@@ -45,7 +46,7 @@ class UnitKind:
         """Stacked tensors of these units (plus the zero slot), in ``entries`` order."""
         raise NotImplementedError
 
-    def apply_rows(self, stack: Any, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
+    def apply_rows(self, stack: Any, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
                    idx: torch.Tensor, n_rows: int, training: bool) -> torch.Tensor:
         """``out`` plus, for row ``i``, the delta of the unit in slot ``idx[i]`` (zero for the zero slot)."""
         raise NotImplementedError
@@ -55,11 +56,12 @@ class UnitKind:
         """Rows with different groups go to different banks (e.g. activations, rank buckets). Default: one."""
         return None
 
-    def apply_bank_row(self, row: dict, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def apply_bank_row(self, row: dict, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
+                       out: torch.Tensor) -> torch.Tensor:
         """``out`` plus one banked adapter's delta on every row (``row``: its unpadded tensors)."""
         raise NotImplementedError
 
-    def apply_bank_rows(self, state, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
+    def apply_bank_rows(self, state, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
                         idx: torch.Tensor, n_rows: int) -> torch.Tensor:
         """``out`` plus, for batch row ``i``, the delta of bank row ``idx[i]`` (``state.rows``: the stacked
         tensors; row 0 is all zeros)."""

@@ -172,16 +172,16 @@ class AdaptedLinear(nn.Module):
             unit = st.units.get(route.uniform)
             if unit is not None:
                 method = st.methods[route.uniform]
-                return method.kind.apply_one(method, unit, x, base_out, base_out, self.training)
+                return method.kind.apply_one(method, unit, self.base_layer, x, base_out, base_out, self.training)
             if route.uniform_slot and banks:
                 for bank in banks.values():
                     row = self._route_row(route, bank)
                     if row is not None:
-                        return bank.kind.apply_bank_row(row, x, base_out, base_out)
+                        return bank.kind.apply_bank_row(row, self.base_layer, x, base_out, base_out)
             return base_out
         out = self._units_forward(st, route, x, base_out, base_out) if st.methods else base_out
         if banks and route.banked:
-            out = self._banks_forward(banks, route, x, base_out, out)
+            out = self._banks_forward(banks, route, self.base_layer, x, base_out, out)
         return out
 
     def _units_forward(self, st: _Slots, route: Route, x, base_out, out):
@@ -195,11 +195,11 @@ class AdaptedLinear(nn.Module):
                 gidx = idx if group == slots else route.index(group, x.device)
                 stack = self._cached(st, (kind.name, group), group,
                                      lambda g=group: kind.build_stack([(s, st.methods[s], st.units[s]) for s in g]))
-                out = kind.apply_rows(stack, x, base_out, out, gidx, n, self.training)
+                out = kind.apply_rows(stack, self.base_layer, x, base_out, out, gidx, n, self.training)
         return out
 
     @staticmethod
-    def _banks_forward(banks: dict, route: Route, x, base_out, out):
+    def _banks_forward(banks: dict, route: Route, base, x, base_out, out):
         n = len(route)
         for bank in banks.values():
             key = ("bank", id(bank))
@@ -211,7 +211,7 @@ class AdaptedLinear(nn.Module):
                 hit = route._index_cache[key] = (state, lidx)
             state, lidx = hit
             if lidx is not None:
-                out = bank.kind.apply_bank_rows(state, x, base_out, out, lidx, n)
+                out = bank.kind.apply_bank_rows(state, base, x, base_out, out, lidx, n)
         return out
 
     @staticmethod
