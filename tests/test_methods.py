@@ -23,6 +23,9 @@ CASES = [
     ("bottleneck-houlsby", "bottleneck", {"reduction_factor": 4}),
     ("bottleneck-pfeiffer-gelu", "bottleneck", {"reduction_factor": 8, "placement": "pfeiffer",
                                                 "non_linearity": "gelu"}),
+    ("ia3", "ia3", {}),  # peft's per-architecture targets and feed-forward modules
+    ("ia3-regex-ff", "ia3", {"target_modules": r".*\.(value|v_proj|intermediate\.dense|up_proj)",
+                             "feedforward_modules": r".*\.(intermediate\.dense|up_proj)"}),
 ]
 BASES = ["bert", "llama"]
 
@@ -199,7 +202,7 @@ def test_merge_or_refusal(case, base):
     ids, mask = _batch()
     want = _hidden(model, ids, mask, "x")
     weights = {k: v.clone() for k, v in model.base_parameters().items()}
-    if not get_method(method).linear:
+    if not get_method(method).mergeable:
         with pytest.raises(AdapterHubError, match="nonlinear.*cannot be merged"):
             model.merge("x")
         assert model.merged is None

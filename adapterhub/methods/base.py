@@ -7,7 +7,8 @@ plug-in object (:class:`Method`) registered with :func:`adapterhub.methods.regis
   peft loads its files (``peft_loadable``), and whether its delta is linear (``linear``: merge/combine apply);
 - how it computes: ``kind``, a :class:`~adapterhub.routing.UnitKind` that stacks and applies its units through the
   one routing mechanism;
-- where it attaches and what it creates: :meth:`Method.resolve_targets`, :meth:`Method.create`;
+- where it attaches and what it creates: :meth:`Method.resolve_config` (base-dependent defaults),
+  :meth:`Method.resolve_targets`, :meth:`Method.create`;
 - how it reads and writes its files: :meth:`Method.to_adapter_config` / :meth:`Method.from_adapter_config` (peft's
   config), :meth:`Method.unit_file_state` / :meth:`Method.load_unit_file_state` (peft's tensor keys),
   :meth:`Method.file_module_sizes` (ranks from shapes), :meth:`Method.card_extra` and
@@ -108,6 +109,12 @@ class Method:
     training_options: ClassVar[dict[str, tuple[Any, Any]]] = {}  # training.<key>: (types, default)
 
     # --- targets -------------------------------------------------------------------------------
+    def resolve_config(self, config: MethodConfig, base: nn.Module) -> MethodConfig:
+        """The config with its base-dependent defaults filled in (what the files record, as peft writes them), checked
+        against ``base``: called when an adapter is added and when one is loaded, before targets are resolved.
+        Default: ``config`` unchanged."""
+        return config
+
     def default_targets(self, config: MethodConfig, base: nn.Module) -> list[str] | str:
         raise NotImplementedError
 

@@ -114,6 +114,7 @@ class AdapterModel(nn.Module):
         self.check_new_name(name)
         method = method_for(config)
         config.validate()
+        config = method.resolve_config(config, self.base)
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
         head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)

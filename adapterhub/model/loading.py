@@ -78,6 +78,13 @@ def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, Meth
     return method, config, cfg_dict
 
 
+def _resolved(method: Method, config: MethodConfig, base: nn.Module, directory: Path) -> MethodConfig:
+    try:
+        return method.resolve_config(config, base)
+    except AdapterHubError as e:
+        raise BaseMismatchError(f"{directory / CONFIG_FILE}: {e}") from None
+
+
 def _targets(mm: ModuleMap, method: Method, config: MethodConfig, spec, directory: Path) -> list[str]:
     if isinstance(spec, list) and spec and all(isinstance(t, str) and has_module(mm, t) for t in spec):
         return list(spec)  # exact module paths, as adapterhub writes them
@@ -167,6 +174,7 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     name = card.name if name is None else name
     check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
+    config = _resolved(method, config, model.base, directory)
     targets = _targets(model.module_map, method, config, cfg_dict.get("target_modules"), directory)
     if card.task == CAUSAL_LM and model.lm_head is None:
         raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
