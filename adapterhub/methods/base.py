@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..files.adapter_dir import PREFIX
+from ..files.adapter_dir import PREFIX, split_module_keys
 from ..errors import AdapterHubError
 from ..merge import compute_dtype, lowrank_delta
 from ..routing import AdaptedLinear, UnitKind
@@ -163,6 +163,14 @@ class Method:
                         f"{tuple(target.shape)} (adapter made for another base?)"
                     )
                 target.copy_(src.to(dtype=target.dtype))
+
+    def file_key(self, path: str, suffix: str) -> str:
+        """The ``adapter_model.safetensors`` key of one unit tensor: peft's ``base_model.model.<path>.<suffix>``."""
+        return f"{PREFIX}{path}.{suffix}"
+
+    def split_file_keys(self, state: dict[str, torch.Tensor], suffixes: set[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """The inverse of :meth:`file_key` over a whole file: ``{path: {suffix: tensor}}``; unknown keys raise."""
+        return split_module_keys(state, suffixes)
 
     def file_module_sizes(self, f) -> dict[str, int]:
         """Per module, its size (rank, width) read from an open safetensors file ``f`` (shapes only)."""

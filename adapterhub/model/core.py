@@ -42,6 +42,7 @@ class AdapterModel(nn.Module):
         self.base = base
         self.base.requires_grad_(False)
         self.module_map = ModuleMap(base)  # path -> module, kept current as modules are wrapped and unwrapped
+        self.inputs = self.module_map.inputs  # the site of input-level adapters (prefix tuning), a submodule
         self.tokenizer = tokenizer
         cfg = getattr(base, "config", None)
         self.base_id = base_id or getattr(cfg, "_name_or_path", "") or type(base).__name__

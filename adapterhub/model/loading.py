@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, card_sha256,
-                                 read_json, read_safetensors, refuse_pickle_only, split_module_keys)
+                                 read_json, read_safetensors, refuse_pickle_only)
 from ..files.card import AdapterCard, check_base
 from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
 from .entry import AdapterEntry
-from .units import ModuleMap, build_units, has_module, target_linears
+from .units import ModuleMap, build_units, has_module, target_modules
 
 
 def check_replacement(model, name: str, task: str, labels, replace: bool, where: str) -> None:
@@ -98,11 +98,11 @@ def _targets(mm: ModuleMap, method: Method, config: MethodConfig, spec, director
     return targets
 
 
-def _module_states(suffixes: set[str], targets: list[str], directory: Path, card: AdapterCard):
+def _module_states(method: Method, suffixes: set[str], targets: list[str], directory: Path, card: AdapterCard):
     """{module path: {suffix: tensor}} of the weights file (read once, sha256-checked against the card)."""
     state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights",
                              card_sha256(card, WEIGHTS_FILE, str(directory)))
-    per_module = split_module_keys(state, suffixes)
+    per_module = method.split_file_keys(state, suffixes)
     extra = sorted(set(per_module) - set(targets))
     if extra:
         raise BaseMismatchError(f"{directory / WEIGHTS_FILE}: weights for modules not in adapter_config "
@@ -117,7 +117,7 @@ def _units(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[st
            card: AdapterCard) -> dict[str, nn.Module]:
     units = build_units(mm, method, config, targets, init=False)  # every value comes from the file
     suffixes = set(method.file_keys) or {k for u in units.values() for k in method.unit_file_state(u)}
-    per_module = _module_states(suffixes, targets, directory, card)
+    per_module = _module_states(method, suffixes, targets, directory, card)
     for path, unit in units.items():
         try:
             method.load_unit_file_state(unit, per_module[path], path)
@@ -128,8 +128,8 @@ def _units(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[st
 
 def _rows(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str], directory: Path,
           card: AdapterCard) -> dict[str, dict]:
-    linears = target_linears(mm, targets)
-    per_module = _module_states(set(method.file_keys), targets, directory, card)
+    linears = target_modules(mm, method, targets)
+    per_module = _module_states(method, set(method.file_keys), targets, directory, card)
     rows = {}
     for path, lin in linears.items():
         try:

@@ -13,6 +13,11 @@ Every kind gets the wrapped base module ``base`` (for kinds whose delta re-appli
 scaling ``W (x * l) = base_out + W (x * (l - 1))``), the module input ``x`` and the base output ``base_out``, and
 returns ``out`` plus its rows' deltas. A row uses one adapter, so at most one kind changes it.
 
+Input-level kinds (``level = INPUTS``, e.g. prefix tuning) act on the backbone's call instead: their units sit in
+the model's :class:`~adapterhub.routing.inputs.RoutedInputs` site, which gathers per row (:meth:`UnitKind.gather_rows`
+from stacked units, :meth:`UnitKind.gather_bank_rows` from banks; rows of other adapters get the zero contribution)
+and hands the gathered parts to :meth:`UnitKind.apply_inputs`, which rewrites the call's keyword arguments.
+
 Adapters held for inference live in banks (:mod:`adapterhub.routing.bank`), one *row* (a dict of tensors, plus
 non-tensor values shared by its group) per adapter: the method makes rows (``Method.unit_row`` / ``file_row``)
 and :meth:`UnitKind.apply_bank_row` / :meth:`UnitKind.apply_bank_rows` apply them alone or gathered per batch row.
@@ -27,11 +32,15 @@ from torch import nn
 #: (adapter name, its method plug-in, its unit on this module)
 Entry = tuple[str, Any, nn.Module]
 
+MODULE = "module"  # a kind applied to a targeted module's output (by AdaptedLinear)
+INPUTS = "inputs"  # a kind applied to the backbone call's inputs (by RoutedInputs)
+
 
 class UnitKind:
     """Base of unit kinds. One stateless instance per kind, shared by the methods that produce such units."""
 
     name: str = ""
+    level: str = MODULE
 
     def apply_one(self, method: Any, unit: nn.Module, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
                   out: torch.Tensor, training: bool) -> torch.Tensor:
@@ -65,6 +74,20 @@ class UnitKind:
                         idx: torch.Tensor, n_rows: int) -> torch.Tensor:
         """``out`` plus, for batch row ``i``, the delta of bank row ``idx[i]`` (``state.rows``: the stacked
         tensors; row 0 is all zeros)."""
+        raise NotImplementedError
+
+    # --- input-level kinds (``level = INPUTS``) ------------------------------------------------------------
+    def gather_rows(self, stack: Any, idx: torch.Tensor, n_rows: int, training: bool) -> Any:
+        """Per batch row, the contribution of the unit in slot ``idx[i]`` of ``stack`` (zero for the zero slot)."""
+        raise NotImplementedError
+
+    def gather_bank_rows(self, state, idx: torch.Tensor, n_rows: int) -> Any:
+        """Per batch row, the contribution of bank row ``idx[i]`` (row 0: zero)."""
+        raise NotImplementedError
+
+    def apply_inputs(self, parts: list, call) -> None:
+        """Rewrite ``call.kwargs`` (a :class:`~adapterhub.routing.inputs.BackboneCall`) with the gathered ``parts``
+        (one per stack or bank; each row is non-zero in at most one part)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
