@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..files.adapter_dir import PREFIX, split_module_keys
+from ..files.adapter_dir import KEY_PREFIX, split_module_keys
 from ..errors import AdapterHubError
 from ..merge import compute_dtype, lowrank_delta
 from ..routing import AdaptedLinear, UnitKind
@@ -97,6 +97,7 @@ class Method:
     peft_type: ClassVar[str] = ""
     peft_loadable: ClassVar[bool] = False
     linear: ClassVar[bool] = False           # delta(x) = scale * B @ A @ x: :meth:`lowrank_factors` exists
+    identity_at_init: ClassVar[bool] = True  # a fresh adapter leaves the base's outputs exactly as they were
     #: why an adapter that does not fold into the base weights cannot be merged (the refusal names it)
     nonlinear_effect: ClassVar[str] = "its delta is nonlinear (not a linear map of the module's input)"
     accepts_factors: ClassVar[bool] = False  # the target of combine(): :meth:`factor_config` / :meth:`set_factors`
@@ -166,7 +167,7 @@ class Method:
 
     def file_key(self, path: str, suffix: str) -> str:
         """The ``adapter_model.safetensors`` key of one unit tensor: peft's ``base_model.model.<path>.<suffix>``."""
-        return f"{PREFIX}{path}.{suffix}"
+        return f"{KEY_PREFIX}{path}.{suffix}"
 
     def split_file_keys(self, state: dict[str, torch.Tensor], suffixes: set[str]) -> dict[str, dict[str, torch.Tensor]]:
         """The inverse of :meth:`file_key` over a whole file: ``{path: {suffix: tensor}}``; unknown keys raise."""
@@ -280,7 +281,7 @@ def check_shapes(path: str, state: dict[str, torch.Tensor], expected: dict[str, 
 
 
 def strip_prefix(key: str) -> str:
-    return key[len(PREFIX):] if key.startswith(PREFIX) else key
+    return key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
 
 
 def sizes_table(label: str, sizes: dict[str, int]) -> list[str]:
