@@ -40,27 +40,25 @@ class PrefixKind(UnitKind):
         n = torch.tensor([k.shape[0] for k in kvs] + [0], dtype=torch.long, device=kvs[0].device)
         return stack_padded(kvs, 0), n, units[0].layers, units[0].heads
 
+    # a part: (stacked kv [S, P, F], row -> stack index, per-row n, layers, heads); the kv rows are gathered only
+    # when a call writes the cache (decoding steps need the lengths alone)
     def gather_rows(self, stack, idx, n_rows, training):
         kv, n, layers, heads = stack
-        return kv.index_select(0, idx), n.index_select(0, idx), layers, heads
+        return kv, idx, n.index_select(0, idx), layers, heads
 
     def gather_bank_rows(self, state, idx, n_rows):
         rows = state.rows
-        return (rows["kv"].index_select(0, idx), rows["n"].index_select(0, idx), state.static["layers"],
-                state.static["heads"])
+        return rows["kv"], idx, rows["n"].index_select(0, idx), state.static["layers"], state.static["heads"]
 
     def apply_inputs(self, parts, call):
-        kv, n, layers, heads = _combined(parts)
-        add_prefix(call, kv, n, layers, heads)
+        width = max(p[0].shape[1] for p in parts)
 
+        def rows_kv() -> torch.Tensor:  # [rows, width, F]: each row's prefix (zeros where it has none)
+            got = [F.pad(kv.index_select(0, idx), (0, 0, 0, width - kv.shape[1])) for kv, idx, *_ in parts]
+            return got[0] if len(got) == 1 else sum(got)
 
-def _combined(parts):
-    """One ``(kv [rows, P_max, F], n [rows])`` from the parts of stacks and banks (each row is in one part)."""
-    if len(parts) == 1:
-        return parts[0]
-    width = max(p[0].shape[1] for p in parts)
-    kv = sum(F.pad(p[0], (0, 0, 0, width - p[0].shape[1])) for p in parts)
-    return kv, sum(p[1] for p in parts), parts[0][2], parts[0][3]
+        n = parts[0][2] if len(parts) == 1 else sum(p[2] for p in parts)
+        add_prefix(call, rows_kv, n, width, parts[0][3], parts[0][4])
 
 
 def _cache_key(call) -> str:
@@ -87,17 +85,17 @@ def _fill(call, kv: torch.Tensor, layers: int, heads: int):
     return cache
 
 
-def add_prefix(call, kv: torch.Tensor, n: torch.Tensor, layers: int, heads: int) -> None:
-    """Rewrite the backbone call: prefixes into the cache (first call), mask columns for them, positions + n."""
+def add_prefix(call, rows_kv, n: torch.Tensor, width: int, layers: int, heads: int) -> None:
+    """Rewrite the backbone call: prefixes into the cache (first call; ``rows_kv()`` gives them), mask columns for
+    them, positions + n (``n``: each row's prefix length, ``width``: the prefix slots every row gets)."""
     cache = call.kwargs.get("cache", call.kwargs.get("past_key_values"))
-    width = kv.shape[1]
     seen = cache.get_seq_length() if cache is not None else 0
     mark = getattr(cache, _MARK, None)
     if mark is None:
         if seen:
             raise AdapterHubError(f"prefix adapters start from an empty cache; this call continues a cache of {seen} "
                                   "tokens that holds no prefix (start the generation inside the route)")
-        _fill(call, kv, layers, heads)
+        _fill(call, rows_kv(), layers, heads)
         past = 0
     elif mark != width:
         raise AdapterHubError(f"this cache holds prefixes {mark} slots wide, the route's are {width}: a generation "
