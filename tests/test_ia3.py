@@ -207,3 +207,22 @@ def test_bad_files_refused(tmp_path):
     with pytest.raises(AdapterHubError, match="fan_in_fan_out"):
         model.load_adapter(bad, name="y")
     assert model.adapters == ["x"]
+
+
+def test_gradients_through_a_mixed_batch_equal_the_rows_alone():
+    """IA3 rows computed apart from LoRA rows (own_rows_only) keep autograd exact: the same gradients as the IA3 rows
+    run alone, none for the LoRA adapter."""
+    model, _ = _model(causal=False)
+    model.add_adapter("i", IA3(), labels=["a", "b"], dropout=0.0)
+    model.add_adapter("lo", LoRA(r=2, target_modules="all-linear"), labels=["a", "b"])
+    _randomize(model, "i", 7)
+    model.eval()  # no dropout: the two runs must see the same function (gradients flow in eval mode too)
+    ids, mask = _batch(4)
+    labels = torch.tensor([0, 1])
+    model(ids, mask, adapters=["i", "lo", "i", "lo"], labels={"i": labels}).losses["i"].backward()
+    mixed = [p.grad.clone() for p in model.adapter_parameters("i")]
+    assert all(p.grad is None or not p.grad.any() for p in model.adapter_parameters("lo"))
+    model.zero_grad(set_to_none=True)
+    model(ids[[0, 2]], mask[[0, 2]], adapters="i", labels={"i": labels}).losses["i"].backward()
+    for got, want in zip(mixed, [p.grad for p in model.adapter_parameters("i")]):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

@@ -88,6 +88,7 @@ class ScaleKind(UnitKind):
     """IA3's scalings; units (and banks) with input and with output scaling stack apart."""
 
     name = "scale"
+    own_rows_only = True  # input scaling costs a base matmul per row: rows of other adapters are skipped
     bank_side_keys = ("l",)  # the file's vector, kept per slot (exact files); forwards use d = l - 1
 
     def apply_one(self, method, unit, base, x, base_out, out, training):

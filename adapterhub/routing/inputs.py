@@ -102,10 +102,10 @@ class RoutedInputs(RoutedSite):
             raise AdapterHubError(f"routing: the backbone call has {call.n_rows} rows, the route {n}")
         parts: dict[UnitKind, list] = {}
         if st.methods:
-            for kind, stack, gidx in self._unit_stacks(st, route, call.device):
+            for kind, stack, gidx, _rows in self._unit_stacks(st, route, call.device):
                 parts.setdefault(kind, []).append(kind.gather_rows(stack, gidx, n, self.training))
         if banks and route.banked:
-            for bank, state, lidx in self._bank_states(banks, route, call.device):
+            for bank, state, lidx, _rows in self._bank_states(banks, route, call.device):
                 parts.setdefault(bank.kind, []).append(bank.kind.gather_bank_rows(state, lidx, n))
         if not parts:
             return None

@@ -41,6 +41,10 @@ class UnitKind:
 
     name: str = ""
     level: str = MODULE
+    #: in a batch mixing adapters of several kinds, compute only the rows of this kind's adapters (gathered, then
+    #: put back) instead of every row through the zero slot: for kinds whose per-row cost is a base layer's (IA3's
+    #: input scaling re-applies W); the copies cost more than a low-rank or element-wise delta on zero rows
+    own_rows_only: bool = False
 
     def apply_one(self, method: Any, unit: nn.Module, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
                   out: torch.Tensor, training: bool) -> torch.Tensor:

@@ -9,7 +9,7 @@ from torch import nn
 from ..errors import AdapterHubError
 from .bank import Bank
 from .route import Route, current_route
-from .site import RoutedSite, _Slots, display_name
+from .site import RoutedSite, _Slots, display_name, on_rows
 
 class AdaptedLinear(RoutedSite):
     """Wraps a base Linear (kept untouched as ``base_layer``, as in peft). ``units[key]`` holds the parameters of
@@ -72,15 +72,17 @@ class AdaptedLinear(RoutedSite):
         return out
 
     def _units_forward(self, st: _Slots, route: Route, x, base_out, out):
-        n = len(route)
-        for kind, stack, gidx in self._unit_stacks(st, route, x.device):
-            out = kind.apply_rows(stack, self.base_layer, x, base_out, out, gidx, n, self.training)
+        n, base, training = len(route), self.base_layer, self.training
+        for kind, stack, gidx, rows in self._unit_stacks(st, route, x.device):
+            out = on_rows(lambda *a, k=kind, s=stack: k.apply_rows(s, base, *a, training), x, base_out, out, gidx,
+                          n, rows if kind.own_rows_only else None)
         return out
 
     def _banks_forward(self, banks: dict, route: Route, base, x, base_out, out):
         n = len(route)
-        for bank, state, lidx in self._bank_states(banks, route, x.device):
-            out = bank.kind.apply_bank_rows(state, base, x, base_out, out, lidx, n)
+        for bank, state, lidx, rows in self._bank_states(banks, route, x.device):
+            out = on_rows(lambda *a, k=bank.kind, s=state: k.apply_bank_rows(s, base, *a), x, base_out, out, lidx,
+                          n, rows if bank.kind.own_rows_only else None)
         return out
 
     @staticmethod

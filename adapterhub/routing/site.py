@@ -17,6 +17,7 @@ from ..errors import AdapterHubError
 from .bank import Bank, BankState
 from .kinds import UnitKind
 from .route import Route
+from .stacks import as_rows
 
 _VERSION = attrgetter("_version")
 _NOT_NONE = partial(is_not, None)
@@ -58,6 +59,29 @@ class _Slots:
             by_kind.setdefault(m.kind, []).append(name)
         self.by_kind = {k: tuple(v) for k, v in by_kind.items()}
         self.cache: dict = {}
+
+
+def _rows(route: Route, key, wanted: set, values: tuple, device) -> torch.Tensor | None:
+    """The rows whose value (key or slot) is in ``wanted``, or None when that is every row; cached on the route."""
+    hit = route._index_cache.get(key, False)
+    if hit is False:
+        rows = [i for i, v in enumerate(values) if v in wanted]
+        hit = route._index_cache[key] = None if len(rows) == len(values) else \
+            torch.tensor(rows, dtype=torch.long, device=device)
+    return hit
+
+
+def on_rows(apply, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor, idx: torch.Tensor, n_rows: int,
+            rows: torch.Tensor | None) -> torch.Tensor:
+    """``apply(x, base_out, out, idx, n_rows)`` on the batch rows ``rows`` only (None: all), put back into ``out``:
+    in a batch mixing methods, a kind computes the rows of its adapters, not every row through its zero slot."""
+    if rows is None:
+        return apply(x, base_out, out, idx, n_rows)
+    xr, br, orows = as_rows(x, n_rows), as_rows(base_out, n_rows), as_rows(out, n_rows)
+    m = rows.numel()
+    sub = apply(xr.index_select(0, rows), br.index_select(0, rows), orows.index_select(0, rows),
+                idx.index_select(0, rows), m)
+    return orows.index_copy(0, rows, sub.reshape(m, *orows.shape[1:])).reshape(out.shape)
 
 
 class RoutedSite(nn.Module):
@@ -141,9 +165,10 @@ class RoutedSite(nn.Module):
         return key in self._slots.methods or key in self._banked
 
     # --- gathering per batch row (one copy for every site) --------------------------------------------
-    def _unit_stacks(self, st: _Slots, route: Route, device) -> Iterator[tuple[UnitKind, object, torch.Tensor]]:
-        """(kind, stack, row -> slot index) of every kind and stacking group of trainable units the route uses;
-        rows of other groups (or kinds) map to the group's zero slot."""
+    def _unit_stacks(self, st: _Slots, route: Route, device) -> Iterator[tuple[UnitKind, object, torch.Tensor,
+                                                                                 torch.Tensor | None]]:
+        """(kind, stack, row -> slot index, the rows using the group or None for all) of every kind and stacking group
+        of trainable units the route uses; rows of other groups (or kinds) map to the group's zero slot."""
         for kind, names in st.by_kind.items():
             slots, idx = route.select(names, device)
             if not slots:
@@ -152,23 +177,25 @@ class RoutedSite(nn.Module):
                 gidx = idx if group == slots else route.index(group, device)
                 stack = self._cached(st, (kind.name, group), group,
                                      lambda g=group: kind.build_stack([(s, st.methods[s], st.units[s]) for s in g]))
-                yield kind, stack, gidx
+                yield kind, stack, gidx, _rows(route, ("rows", group, device), set(group), route.keys, device)
 
     @staticmethod
-    def _bank_states(banks: dict, route: Route, device) -> Iterator[tuple[Bank, BankState, torch.Tensor]]:
-        """(bank, its state, row -> bank row index) of every bank holding a row the route uses (rows it does not
-        hold map to the zero row)."""
+    def _bank_states(banks: dict, route: Route, device) -> Iterator[tuple[Bank, BankState, torch.Tensor,
+                                                                         torch.Tensor | None]]:
+        """(bank, its state, row -> bank row index, the rows it holds or None for all) of every bank holding a row
+        the route uses (rows it does not hold map to the zero row)."""
         for bank in banks.values():
             key = ("bank", id(bank))
             hit = route._index_cache.get(key)
             if hit is None:  # once per (route, bank): the route's slots stay in the bank while it runs
                 state = bank.state
-                present = any(s in bank.meta for s in set(route.slots))
-                lidx = Bank.local_index(state, route.slot_index(device)) if present else None
-                hit = route._index_cache[key] = (state, lidx)
-            state, lidx = hit
+                held = {s for s in set(route.slots) if s in bank.meta}
+                lidx = Bank.local_index(state, route.slot_index(device)) if held else None
+                rows = _rows(route, ("bank-rows", id(bank), device), held, route.slots, device) if held else None
+                hit = route._index_cache[key] = (state, lidx, rows)
+            state, lidx, rows = hit
             if lidx is not None:
-                yield bank, state, lidx
+                yield bank, state, lidx, rows
 
     @staticmethod
     def _groups(st: _Slots, kind: UnitKind, slots: tuple[str, ...]) -> list[tuple[str, ...]]:
