@@ -277,3 +277,24 @@ def test_model_cards_describe_prefix_and_ia3(tmp_path):
         readme = render_model_card(json.loads((d / "adapter_card.json").read_text()), f"alice/{name}", d)
         assert section in readme, readme
         assert f'PeftModel.from_pretrained(base, "alice/{name}")' in readme and "AutoModelForCausalLM" in readme
+
+
+def test_export_beside_a_prefix_adapter_carries_no_hook(tmp_path):
+    """The backbone hook that serves prefix adapters stays out of copies of the base (export_merged)."""
+    from transformers import AutoModel
+
+    from adapterhub.model.merging import clean_base_copy
+
+    model, clean = _model("bert")
+    _add(model, "p", PrefixTuning(num_virtual_tokens=3), "bert", 0)
+    _add(model, "lo", LoRA(r=2), "bert", 1)
+    assert any(model.base._forward_pre_hooks.values())
+    copy_ = clean_base_copy(model)
+    assert not any(getattr(h, "_adapterhub_inputs", False) for m in copy_.modules()
+                   for h in m._forward_pre_hooks.values())
+    ids, mask = _batch(2)
+    want = model(ids, mask, adapters="lo").hidden_states
+    d = model.export_merged("lo", tmp_path / "merged")
+    with torch.no_grad(), routed(Route(["p", "p"], [model.entry("p").key] * 2, [0, 0])):
+        got = AutoModel.from_pretrained(str(d)).eval()(input_ids=ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
