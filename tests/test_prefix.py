@@ -298,3 +298,11 @@ def test_export_beside_a_prefix_adapter_carries_no_hook(tmp_path):
     with torch.no_grad(), routed(Route(["p", "p"], [model.entry("p").key] * 2, [0, 0])):
         got = AutoModel.from_pretrained(str(d)).eval()(input_ids=ids, attention_mask=mask).last_hidden_state
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
+def test_a_4d_attention_mask_is_refused_not_misread():
+    model, _ = _model("llama")
+    _add(model, "x", PrefixTuning(num_virtual_tokens=2), "llama", 0)
+    ids = torch.randint(5, 40, (1, 4))
+    with torch.no_grad(), model.routed("x"), pytest.raises(AdapterHubError, match="2-D attention mask.*4-D"):
+        model.base(input_ids=ids, attention_mask=torch.ones(1, 1, 4, 4))

@@ -55,6 +55,8 @@ class PrefixTuning(MethodConfig):
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise AdapterHubError(f"PrefixTuning.{key} must be a positive int (or unset: from the base), got {v!r}")
+        if self.task_type is not None and not isinstance(self.task_type, str):
+            raise AdapterHubError(f"PrefixTuning.task_type must be peft's task type name, got {self.task_type!r}")
         if self.token_dim is not None and self.num_attention_heads is not None \
                 and self.token_dim % self.num_attention_heads:
             raise AdapterHubError(f"PrefixTuning.token_dim ({self.token_dim}) is not a multiple of "

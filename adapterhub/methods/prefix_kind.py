@@ -107,8 +107,9 @@ def add_prefix(call, rows_kv, n: torch.Tensor, width: int, layers: int, heads: i
     mask = call.kwargs.get("attention_mask")
     if mask is None:
         mask = torch.ones(call.n_rows, past + call.seq_len, dtype=torch.long, device=call.device)
-    elif mask.dim() != 2:
-        raise AdapterHubError(f"prefix adapters extend a 2-D attention mask; this call passes a {mask.dim()}-D one")
+    elif not torch.is_tensor(mask) or mask.dim() != 2:
+        shape = f"{mask.dim()}-D" if torch.is_tensor(mask) else type(mask).__name__
+        raise AdapterHubError(f"prefix adapters extend a 2-D attention mask; this call passes a {shape} one")
     call.kwargs["attention_mask"] = torch.cat([prefix_mask.to(device=mask.device, dtype=mask.dtype), mask], dim=1)
     pos = call.kwargs.get("position_ids")
     if pos is None:
