@@ -374,7 +374,8 @@ def run_scenario(scenario: str, args) -> dict:
                   f"{'MET' if pr <= 1.10 else 'MISSED'})")
     print("correctness:", check)
     return {"scenario": scenario, "workload": workload, "method": args.method, "adapters": what, "batch": batch,
-            "seq": seq, "dtype": args.dtype, "rank": RANK, "prefix_tokens": args.prefix_tokens, "ks": ks, "rounds": args.rounds, "inner": args.inner,
+            "seq": seq, "dtype": args.dtype, "rank": RANK, "prefix_tokens": args.prefix_tokens, "ks": ks,
+            "rounds": args.rounds, "inner": args.inner,
             "threads": torch.get_num_threads(), "medians_ms": med, "stats": stats, "by_k": by_k, "ratios": ratios,
             "target": f"ours(K={k_max})/ours(1) <= {TARGET_RATIO}", "target_met": target_ok, "check": check,
             "layout": args.layout, "bytes_read_floor": floor}

@@ -50,7 +50,8 @@ class PrefixTuning(MethodConfig):
             raise AdapterHubError(f"PrefixTuning.num_virtual_tokens must be a positive int, got "
                                   f"{self.num_virtual_tokens!r}")
         if not isinstance(self.prefix_projection, bool):
-            raise AdapterHubError(f"PrefixTuning.prefix_projection must be true or false, got {self.prefix_projection!r}")
+            raise AdapterHubError(f"PrefixTuning.prefix_projection must be true or false, got "
+                                  f"{self.prefix_projection!r}")
         for key in ("encoder_hidden_size", "num_layers", "token_dim", "num_attention_heads"):
             v = getattr(self, key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -88,8 +89,8 @@ def check_architecture(base: nn.Module) -> None:
            "its cache needs a model-specific layout" if model_type in SPECIAL else
            "its layers differ in attention shape" if cfg.to_dict().get("per_layer_config") is not None
            or cfg.to_dict().get("global_head_dim") is not None else
-           f"{type(backbone).__name__}.forward takes no past key/values" if not {"cache", "past_key_values"} & set(params)
-           else None)
+           f"{type(backbone).__name__}.forward takes no past key/values"
+           if not {"cache", "past_key_values"} & set(params) else None)
     if why:
         raise AdapterHubError(f"PrefixTuning: the base {arch} (model_type {model_type!r}) cannot hold prefix "
                               f"key/values: {why}")
@@ -215,9 +216,10 @@ class PrefixMethod(Method):
         return jsonable(pc.to_dict())
 
     def from_adapter_config(self, d: dict[str, Any]) -> PrefixTuning:
-        if int(d.get("num_transformer_submodules") or 1) != 1:
+        subs = d.get("num_transformer_submodules")
+        if int(subs or 1) != 1:
             raise AdapterHubError("adapter_config.json: a prefix adapter for an encoder-decoder model "
-                                  f"(num_transformer_submodules={d.get('num_transformer_submodules')}) is not supported")
+                                  f"(num_transformer_submodules={subs}) is not supported")
         return PrefixTuning(num_virtual_tokens=int(d["num_virtual_tokens"]),
                             prefix_projection=bool(d.get("prefix_projection", False)),
                             encoder_hidden_size=d.get("encoder_hidden_size"), num_layers=d.get("num_layers"),

@@ -1,8 +1,8 @@
 """Merge, unmerge, export and combine: functions over an :class:`~adapterhub.model.AdapterModel` (its methods of
 the same names call them), through its public API.
 
-- :func:`merge` / :func:`unmerge`: fold one adapter into the base weights for zero-overhead inference (methods whose units fold: :attr:`Method.mergeable`), and
-  restore the base bit for bit (the backup lives in ``model.merge_state``);
+- :func:`merge` / :func:`unmerge`: fold one adapter into the base weights for zero-overhead inference (methods
+  whose units fold: ``Method.mergeable``), and restore the base bit for bit (the backup lives in ``model.merge_state``);
 - :func:`export_merged`: write a standalone transformers model directory with one adapter folded in (plus the
   tokenizer, and the task head for classification adapters);
 - :func:`combine`: a new adapter of the factor-holding method from a weighted combination of linear adapters
@@ -73,8 +73,9 @@ def require_mergeable(model, name: str) -> AdapterEntry:
 def merge(model, name: str) -> None:
     """Fold adapter ``name`` into the base (its method's ``fold``: ``W += scale * B @ A`` for low-rank methods) on each
     Linear it targets. Until :func:`unmerge`, the model serves only ``name`` (its unit is skipped, its delta being in
-    ``W``): a batch routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the merged unit
-    gets no gradient while merged); not to be run concurrently with requests (it rewrites base weights)."""
+    ``W``): a batch routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the
+    merged unit gets no gradient while merged); not to be run concurrently with requests (it rewrites base
+    weights)."""
     e = require_mergeable(model, name)
     current = model.merged
     if current is not None:
