@@ -13,7 +13,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as safetensors_load, save_file
 
 from ..atomic import atomic_dir, sweep_stale
-from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
+from .card import (CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard,
+                   read_json)
 from ..errors import AdapterFileError
 from ..names import validate_name
 from .pickles import listing, refuse_pickle_weights
@@ -28,18 +29,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterFileError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise AdapterFileError(f"{path}: expected a JSON object")
-    return d
 
 
 def write_json(path: Path, d: dict[str, Any]) -> None:
