@@ -38,6 +38,10 @@ BAD = [  # (method, path, body (dict, or raw bytes), status, param, words in the
     ("POST", P, {"adapters": ["sent"], "inputs": ["x", "y"]}, 400, "adapters", "1 names but inputs has 2"),
     ("POST", P, {"adapter": "nope", "inputs": ["x"]}, 404, "adapter", "unknown adapter 'nope'"),
     ("POST", P, {"adapters": ["sent", "zz", "../x"], "inputs": ["a", "b", "c"]}, 404, "adapters", "'../x', 'zz'"),
+    ("POST", P, {"adapter": "sent", "inputs": ["fine", ""]}, 400, "inputs.1", "inputs.1 is empty"),
+    ("POST", P, {"adapter": "ner", "inputs": ["   "]}, 400, "inputs.0", "empty"),
+    ("POST", P, {"adapter": "sent", "inputs": ["the film " * 40]}, 400, "inputs.0", "82 tokens: more than this "
+     "model's context of 64"),
     ("POST", P, {**OK, "max_new_tokens": 0}, 400, "max_new_tokens", ">= 1"),
     ("POST", P, {**OK, "max_new_tokens": 10_000}, 400, "max_new_tokens", "<= 256"),
     ("POST", P, {"adapter": "sent", "inputs": ["x" * 3000]}, 413, None, "larger than the limit"),

@@ -78,6 +78,10 @@ def test_openai_client_round_trip(llama):
             c.completions.create(model="gen", prompt=prompt, n=2)
         with pytest.raises(openai.UnprocessableEntityError, match="messages.0.role"):
             c.chat.completions.create(model="gen", messages=[{"role": "robot", "content": "hi"}])
+        with pytest.raises(openai.BadRequestError, match="prompt has no tokens"):
+            c.completions.create(model="gen", prompt="")
+        with pytest.raises(openai.BadRequestError, match="context of 64 tokens"):
+            c.completions.create(model="gen", prompt="the film " * 28, max_tokens=16)
         with pytest.raises(openai.AuthenticationError):
             client(srv, "wrong").models.list()
 

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..model.predicting import TOKENIZER_LOCK
+from .checks import check_prompts
 from .context import ServeContext, label, serve_context
 from .engine import GenerateJob
 from .errors import BadRequest, ServeError, error_body
@@ -26,21 +27,8 @@ from .schemas import ChatBody, CompletionBody, Sampling, check_neutral, check_ra
 MAX_STOPS = 4
 
 
-def _prompt_tokens(c: ServeContext, prompts: list[str], max_tokens: int) -> list[int]:
-    """Tokens of each prompt (as ``generate`` will encode it); 400 when a prompt and ``max_tokens`` pass the
-    model's context."""
-    with TOKENIZER_LOCK:
-        counts = [len(c.model.tokenizer(p)["input_ids"]) for p in prompts]
-    limit = getattr(c.model.base.config, "max_position_embeddings", None)
-    for n in counts:
-        if limit is not None and n + max_tokens > limit:
-            raise BadRequest(f"the prompt has {n} tokens and max_tokens is {max_tokens}: more than this model's "
-                             f"context of {limit} tokens", param="max_tokens")
-    return counts
-
-
-def _job(c: ServeContext, request: Request, body: Sampling, prompts: list[str],
-         max_tokens: int | None) -> tuple[GenerateJob, list[int]]:
+def _job(c: ServeContext, request: Request, body: Sampling, prompts: list[str], max_tokens: int | None,
+         param: str) -> tuple[GenerateJob, list[int]]:
     check_neutral(body)
     adapter = None if body.model == c.model.base_id else body.model
     if adapter is None and c.model.lm_head is None:
@@ -55,7 +43,7 @@ def _job(c: ServeContext, request: Request, body: Sampling, prompts: list[str],
     stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
     if len(stops) > MAX_STOPS or any(not s for s in stops):
         raise BadRequest(f"stop takes at most {MAX_STOPS} non-empty strings", param="stop")
-    counts = _prompt_tokens(c, prompts, max_tokens)
+    counts = check_prompts(c.model, prompts, max_tokens, param)
     job = GenerateJob(prompts, adapter, max_tokens, float(body.temperature or 0),
                       float(1 if body.top_p is None else body.top_p), stops, bool(body.stream))
     return job, counts
@@ -67,7 +55,7 @@ async def completions(request: Request) -> Response:
         body = parse(CompletionBody, await read_json(request, c.settings.max_body_bytes))
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         check_rows("prompt", len(prompts), c.settings)
-        job, counts = _job(c, request, body, prompts, body.max_tokens)
+        job, counts = _job(c, request, body, prompts, body.max_tokens, "prompt")
         c.scheduler.submit(job)
     return await _answer(job, body, "text_completion", counts)
 
@@ -95,7 +83,7 @@ async def chat_completions(request: Request) -> Response:
             raise BadRequest("give max_tokens or max_completion_tokens, not both", param="max_completion_tokens")
         prompt = render_chat(c.model.tokenizer, body)
         max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-        job, counts = _job(c, request, body, [prompt], max_tokens)
+        job, counts = _job(c, request, body, [prompt], max_tokens, "messages")
         c.scheduler.submit(job)
     return await _answer(job, body, "chat.completion", counts)
 

@@ -7,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .checks import check_inputs
 from .context import ServeContext, label, serve_context
 from .engine import PredictJob
 from .errors import BadRequest, Unavailable
@@ -39,6 +40,8 @@ async def predict(request: Request) -> Response:
         check_width(c, set(adapters), param)
         max_new = body.max_new_tokens if body.max_new_tokens is not None else c.settings.default_max_tokens
         check_range("max_new_tokens", max_new, 1, c.settings.max_new_tokens)
+        tasks = {n: c.catalog.task(n) for n in set(adapters)}
+        check_inputs(c.model, body.inputs, [tasks[n] for n in adapters], max_new)
         job = PredictJob(body.inputs, adapters, body.probabilities, max_new)
         c.scheduler.submit(job)
     return JSONResponse({"predictions": await job.future})
