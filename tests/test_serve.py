@@ -273,3 +273,36 @@ def test_answers_are_not_held_back_by_delayed_acks(store):
             times.append(time.perf_counter() - t0)
         conn.close()
     assert statistics.median(times) < 0.02, times
+
+
+def test_a_failing_batch_is_retried_request_by_request(store, tmp_path):
+    """A request whose adapter was deleted after it was queued fails alone (404 naming it); the request it shared
+    a batch with is answered."""
+    model = bert_model(store)
+    src = bert_model(store)
+    src.load_adapter("topic", store=store)
+    src.save_adapter("topic", tmp_path / "topic-dir")
+    model.load_adapter(tmp_path / "topic-dir", name="mine")  # not in the store: cannot come back once deleted
+    entered, release = threading.Event(), threading.Event()
+    with serving(model) as srv:
+        run = srv.scheduler.run
+
+        def held(jobs):
+            entered.set()
+            release.wait(30)
+            run(jobs)
+
+        srv.scheduler.run = held
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(call, srv, "POST", "/v1/predict", {"adapter": "sent", "inputs": TEXTS[:1]})
+            assert entered.wait(10)
+            a = pool.submit(call, srv, "POST", "/v1/predict", {"adapter": "ner", "inputs": TEXTS[:2]})
+            b = pool.submit(call, srv, "POST", "/v1/predict", {"adapters": ["ner", "mine"], "inputs": TEXTS[:2]})
+            while srv.scheduler.queued[0] != 2:
+                time.sleep(0.01)
+            assert call(srv, "DELETE", "/v1/adapters/mine")[0] == 200
+            release.set()
+            assert first.result()[0] == 200 and a.result()[0] == 200
+            status, _, body = b.result()
+            assert status == 404 and "'mine'" in body["error"]["message"]
+        assert metric(srv, "adapterhub_batch_rows_count") == 2  # the first request, then a and b together

@@ -36,10 +36,9 @@ class ServeMetrics:
         self.api_loads = 0
         r.register(_ModelCollector(model, self))
 
-    def observe_batch(self, rows: int, adapters: int, seconds: float) -> None:
+    def observe_batch(self, rows: int, adapters: int) -> None:
         self.batch_rows.observe(rows)
         self.batch_adapters.observe(adapters)
-        self.batch_seconds.observe(seconds)
 
     def observe_load(self, trigger: str, seconds: float) -> None:
         """``trigger``: ``request`` (first use, by the model's residency) or ``api`` (POST /v1/adapters)."""

@@ -55,7 +55,8 @@ class ServeServer:
         self.engine = Engine(model)
         res = model.residency
         self.scheduler = Scheduler(self.engine.run, self.settings, capacity=lambda: (res.max_resident, set(res.pinned)),
-                                   on_batch=self.metrics.observe_batch)
+                                   on_batch=self.metrics.observe_batch,
+                                   on_batch_done=self.metrics.batch_seconds.observe)
         self.metrics.queue_requests.set_function(lambda: self.scheduler.queued[0])
         self.metrics.queue_rows.set_function(lambda: self.scheduler.queued[1])
         self.context = ServeContext(model, self.settings, self.catalog, self.scheduler, self.metrics, token,

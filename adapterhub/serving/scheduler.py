@@ -69,12 +69,15 @@ class Job:
 
 class Scheduler:
     """``run(jobs)``: runs one batch and resolves each job (see :class:`~.engine.Engine`); ``capacity()``: the
-    model's ``(max_resident or None, pinned names)``; ``on_batch(rows, adapters, seconds)``: metrics."""
+    model's ``(max_resident or None, pinned names)``; metrics: ``on_batch(rows, distinct adapters)`` before a
+    batch runs (so they are counted when its answers arrive), ``on_batch_done(seconds)`` after."""
 
     def __init__(self, run: Callable[[list[Job]], None], settings: ServeSettings,
                  capacity: Callable[[], tuple[int | None, set[str]]] = lambda: (None, set()),
-                 on_batch: Callable[[int, int, float], None] | None = None):
-        self.run, self.settings, self.capacity, self.on_batch = run, settings, capacity, on_batch
+                 on_batch: Callable[[int, int], None] | None = None,
+                 on_batch_done: Callable[[float], None] | None = None):
+        self.run, self.settings, self.capacity = run, settings, capacity
+        self.on_batch, self.on_batch_done = on_batch, on_batch_done
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._arrivals = 0
@@ -187,6 +190,9 @@ class Scheduler:
         return batch
 
     def _run(self, batch: list[Job]) -> None:
+        rows = sum(j.rows for j in batch)
+        if self.on_batch is not None:
+            self.on_batch(rows, len(set().union(*(j.names for j in batch))))
         t0 = time.perf_counter()
         try:
             self.run(batch)
@@ -199,12 +205,11 @@ class Scheduler:
             if not job.done:
                 job.fail(RuntimeError("the batch ended without an answer for this request"))
         seconds = time.perf_counter() - t0
-        rows = sum(j.rows for j in batch)
         if seconds > 0:
             rate = rows / seconds
             self._rows_per_s = rate if self._rows_per_s == 0 else 0.8 * self._rows_per_s + 0.2 * rate
-        if self.on_batch is not None:
-            self.on_batch(rows, len(set().union(*(j.names for j in batch))), seconds)
+        if self.on_batch_done is not None:
+            self.on_batch_done(seconds)
 
     def _one_by_one(self, batch: list[Job], exc: BaseException) -> None:
         for job in batch:
