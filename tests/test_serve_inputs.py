@@ -175,3 +175,37 @@ def test_serve_command_errors(tmp_path, capsys):
     (tmp_path / "tok").write_text("two words")
     assert main(["serve", "--base", "x", "--token-file", str(tmp_path / "tok")]) == 2
     assert "must hold one token" in capsys.readouterr().err
+
+
+def test_scheduler_batches_by_kind_rows_and_residency():
+    """The oldest job goes with the later ones of its kind that fit ``max_batch_rows`` and, with ``max_resident``,
+    the distinct adapters the model may hold at once (pinned ones count); the others wait, in order."""
+    import asyncio
+
+    from adapterhub.serving import ServeSettings
+    from adapterhub.serving.scheduler import Job, Scheduler
+
+    class Tagged(Job):
+        def __init__(self, tag, key, rows, names):
+            super().__init__(rows, frozenset(names))
+            self.tag, self.key = tag, key
+
+    async def main():
+        ran = []
+
+        def run(jobs):
+            ran.append([j.tag for j in jobs])
+            for j in jobs:
+                j.resolve(j.tag)
+
+        s = Scheduler(run, ServeSettings(max_batch_rows=4, max_wait_ms=0), capacity=lambda: (2, {"p"}))
+        jobs = [Tagged(1, "x", 2, {"a"}), Tagged(2, "y", 1, {"a"}), Tagged(3, "x", 2, {"b"}), Tagged(4, "x", 1, {"a"}),
+                Tagged(5, "x", 2, {"a"})]
+        for j in jobs:
+            s.submit(j)
+        s.start()
+        assert await asyncio.gather(*(j.future for j in jobs)) == [1, 2, 3, 4, 5]
+        s.stop()
+        return ran
+
+    assert asyncio.run(main()) == [[1, 4], [2], [3], [5]]

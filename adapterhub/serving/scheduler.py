@@ -143,7 +143,11 @@ class Scheduler:
             batch = self._next_batch()
             if batch is None:
                 return
-            self._run(batch)
+            try:
+                self._run(batch)
+            except Exception as exc:  # noqa: BLE001 - a bug in the bookkeeping must not stop the worker
+                for job in batch:
+                    job.fail(exc)
 
     def _next_batch(self) -> list[Job] | None:
         wait_s = self.settings.max_wait_ms / 1000
