@@ -43,6 +43,7 @@ BAD = [  # (method, path, body (dict, or raw bytes), status, param, words in the
     ("POST", P, {"adapter": "sent", "inputs": ["the film " * 40]}, 400, "inputs.0", "82 tokens: more than this "
      "model's context of 64"),
     ("POST", P, {**OK, "max_new_tokens": 0}, 400, "max_new_tokens", ">= 1"),
+    ("POST", P, {"adapter": "alien", "inputs": ["x"]}, 400, "adapter", "made for base 'tiny-llama'"),
     ("POST", P, {**OK, "max_new_tokens": 10_000}, 400, "max_new_tokens", "<= 256"),
     ("POST", P, {"adapter": "sent", "inputs": ["x" * 3000]}, 413, None, "larger than the limit"),
     ("GET", P, None, 405, None, "no route for GET /v1/predict"),
@@ -78,7 +79,13 @@ BAD = [  # (method, path, body (dict, or raw bytes), status, param, words in the
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from adapterhub import AdapterModel
+    from conftest import make_tokenizer, tiny_llama
+
     store = bert_store(tmp_path_factory.mktemp("serve-inputs") / "store")
+    alien = AdapterModel(tiny_llama(), make_tokenizer(causal=True), base_id="tiny-llama")
+    alien.add_adapter("alien", LoRA(r=2), labels=["x", "y"])
+    alien.store_adapter("alien", store=store)  # stored, but made for another base
     model = bert_model(store)
     model.load_adapter("sent", store=store)
     with serving(model, max_batch_rows=8, max_body_bytes=2048) as srv:

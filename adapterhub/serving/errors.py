@@ -8,7 +8,7 @@ import traceback
 
 from starlette.responses import JSONResponse
 
-from ..errors import AdapterHubError, AdapterNameError
+from ..errors import AdapterHubError, AdapterNameError, BaseMismatchError
 
 log = logging.getLogger("adapterhub.serving")
 
@@ -68,12 +68,15 @@ class Internal(ServeError):
 
 def as_serve_error(exc: BaseException) -> ServeError:
     """What a failure inside a batch means for its requests: every client error was refused before queueing,
-    so an unknown adapter here was deleted meanwhile (404), another model error is the server's state (503:
-    no room to load, a bad stored file), anything else a bug (500, logged with its traceback)."""
+    so an unknown adapter here was deleted meanwhile (404), a stored adapter made for another base cannot be
+    served here (400), another model error is the server's state (503: no room to load, a bad stored file),
+    anything else a bug (500, logged with its traceback)."""
     if isinstance(exc, ServeError):
         return exc
     if isinstance(exc, AdapterNameError):
         return NotFound(str(exc), param="adapter")
+    if isinstance(exc, BaseMismatchError):
+        return BadRequest(str(exc), param="adapter")
     if isinstance(exc, AdapterHubError):
         return Unavailable(str(exc))
     log.error("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
