@@ -306,3 +306,29 @@ def test_a_failing_batch_is_retried_request_by_request(store, tmp_path):
             status, _, body = b.result()
             assert status == 404 and "'mine'" in body["error"]["message"]
         assert metric(srv, "adapterhub_batch_rows_count") == 2  # the first request, then a and b together
+
+
+def test_load_from_a_hub_repo(store, tmp_path, monkeypatch, hf_env):
+    """``POST /v1/adapters`` with a Hub repo id (here the self-hosted hub): loaded, served; a missing repo is a
+    4xx naming it."""
+    from adapterhub.hub.server import HubServer
+
+    token = "ahub_serve_test_token"
+    monkeypatch.setenv("HF_TOKEN", token)
+    hub = HubServer(tmp_path / "hubroot", tokens={token: "alice"}).start()
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    try:
+        src = bert_model(store)
+        src.load_adapter("topic", store=store)
+        src.push_to_hub("topic", "alice/topic", progress=False)
+        want = src.predict(TEXTS[:3], adapters="topic")
+        with serving(bert_model(store)) as srv:
+            status, _, body = call(srv, "POST", "/v1/adapters", {"source": "alice/topic", "name": "hubtopic"})
+            assert status == 200, body
+            status, _, body = call(srv, "POST", "/v1/predict", {"adapter": "hubtopic", "inputs": TEXTS[:3]})
+            assert status == 200 and [r["label"] for r in body["predictions"]] == want
+            status, _, body = call(srv, "POST", "/v1/adapters", {"source": "alice/nothing-here"})
+            assert status == 400 and "alice/nothing-here not found" in body["error"]["message"], body
+            assert body["error"]["param"] == "source"
+    finally:
+        hub.stop()
