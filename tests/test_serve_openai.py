@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 
 from adapterhub import AdapterModel, LoRA
@@ -13,7 +14,6 @@ from adapterhub.model import predicting
 from serve_helpers import metric, randomize, serving
 from test_model import llama_matched_vocab
 
-openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.timeout(120)
 TOKEN = "tok-0123"
 

@@ -7,6 +7,7 @@ Concurrent requests are batched into ONE routed call per batch, one adapter per 
 (Prometheus). Needs the ``serve`` extra: ``pip install 'adapterhub[serve]'``.
 
 Modules: :mod:`.settings` (limits), :mod:`.errors` (the HTTP error mapping), :mod:`.schemas` (request bodies),
+:mod:`.checks` (texts vs the model: tokens, context),
 :mod:`.scheduler`, :mod:`.engine`, :mod:`.textstream` (generated text per row), :mod:`.catalog` (adapter names,
 management), :mod:`.metrics`, :mod:`.routes`, :mod:`.openai_api`, :mod:`.app`, :mod:`.runner`.
 """
