@@ -482,6 +482,12 @@ def test_predict_hook_probabilities_and_base_generation():
     bare = tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert predicting.generate_base(model, texts[:2], max_new_tokens=4) == bare
     assert model.generate(texts[:2], adapters="gen", max_new_tokens=4) != bare  # not vacuous
+    long = "new york city is great " * 20  # past the context: tagged in windows, reported as its input row
+    rows = []
+    tags = predicting.predict(model, ["obama said", long, "i love paris"], ["sent", "ner", "sent"],
+                              on_output=lambda r, res: rows.extend(r))
+    assert len(tags[1]) == len(long.split()) and rows[0] == 0 and rows[-1] == 2 and rows.count(1) > 1
+    assert sorted(set(rows)) == [0, 1, 2]
 
 
 def test_generate_greedy_token_ids_match_alone():

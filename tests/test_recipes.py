@@ -35,7 +35,7 @@ def test_typed_access(workspace):
                                       r"\(known: \['accuracy', 'macro_f1'\]\)$"),
     ("tasks.ner.primary_metric=accuracy", r"tasks\.ner\.primary_metric: 'accuracy' is not a metric of "
                                           r"token-classification \(known: \['precision', 'recall', 'f1', "
-                                          r"'token_accuracy'\]\)"),
+                                          r"'token_accuracy', 'macro_f1'\]\)"),
     ("tasks.sent.data={path: x.csv}", r"^tasks\.sent\.data\.type: required key is missing$"),
     ("tasks.sent.adapter={r: 4}", r"^tasks\.sent\.adapter\.method: required key is missing$"),
     ("tasks.sent.adapter.method=nope", r"^tasks\.sent\.adapter\.method: unknown method 'nope'"),

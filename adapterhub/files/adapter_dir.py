@@ -12,7 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as safetensors_load, save_file
 
-from ..atomic import atomic_dir
+from ..atomic import atomic_dir, sweep_stale
 from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
 from ..errors import AdapterFileError
 from ..names import validate_name
@@ -92,8 +92,11 @@ def refuse_pickle_only(directory: Path) -> None:
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path),
-              metadata={"format": "pt"})
+    try:
+        save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path),
+                  metadata={"format": "pt"})
+    except (SafetensorError, OSError) as e:  # disk full, read-only: safetensors does not name the file
+        raise AdapterFileError(f"could not write {path}: {e}") from None
 
 
 def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dict[str, dict[str, torch.Tensor]]:
@@ -112,16 +115,39 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
     return per_module
 
 
-def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None]) -> Path:
+def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None],
+                         kind_files: tuple[str, ...] = (CARD_FILE, CONFIG_FILE), kind: str = "adapter") -> Path:
     """Run ``write`` on a fresh temp dir beside ``directory``, then publish it there atomically
-    (:func:`adapterhub.atomic.atomic_dir`). An existing non-empty ``directory`` needs ``overwrite``."""
+    (:func:`adapterhub.atomic.atomic_dir`). An existing non-empty ``directory`` is replaced only with ``overwrite``
+    and only when it is a directory of this kind (holds one of ``kind_files``): never a user's other directory, the
+    working directory or one of its parents. I/O failures name the directory."""
     target = Path(directory).expanduser().resolve()
-    if target.exists() and not overwrite:
-        if not target.is_dir() or any(target.iterdir()):
-            raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
-    with atomic_dir(target, replace=True) as tmp:
-        write(tmp)
+    check_replaceable(target, overwrite, kind_files, kind)
+    sweep_stale(target.parent)
+    try:
+        with atomic_dir(target, replace=True) as tmp:
+            write(tmp)
+    except (OSError, SafetensorError) as e:
+        raise AdapterFileError(f"could not write {target}: {getattr(e, 'strerror', None) or e}") from None
     return target
+
+
+def check_replaceable(target: Path, overwrite: bool, kind_files: tuple[str, ...], kind: str) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise AdapterFileError(f"{target} exists and is not a directory; refusing to replace it")
+    if not any(target.iterdir()):
+        return
+    if not overwrite:
+        raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents or target == Path.home().resolve():
+        raise AdapterFileError(f"{target} is the working directory, one of its parents or the home directory; "
+                               "refusing to replace it (overwrite replaces only an earlier save)")
+    if not any((target / f).is_file() for f in kind_files):
+        raise AdapterFileError(f"{target} is not an {kind} directory (it holds none of {list(kind_files)}); "
+                               "overwrite=True replaces only an earlier save, refusing to delete it")
 
 
 def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard:

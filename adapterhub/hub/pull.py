@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -151,6 +150,6 @@ def pull(repo_id: str, revision: str | None = None, adapters: str | Sequence[str
     store = store if store is not None else Store()
     fetched = fetch(repo_id, revision, adapters, token=token, endpoint=endpoint, cache_dir=cache_dir,
                     progress=progress)
-    with tempfile.TemporaryDirectory(prefix="adapterhub-pull-") as tmp:
+    with store.scratch() as tmp:  # inside the store: a killed pull leaves nothing in the system temp dir
         staged = stage(fetched, Path(tmp), progress)
         return [store_staged(store, d, card.name) for _, d, card in staged]

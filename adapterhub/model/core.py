@@ -16,12 +16,17 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import loading, merging, predicting, state, writing
+from . import forwarding, loading, merging, predicting, state, writing
+from .arguments import check_labels
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
 from .residency import Residency
 from .units import ModuleMap, attach_rows, attach_units, build_units, detach
+
+
+#: attribute names of a ModuleDict: an adapter (a key of ``model.heads``) may not take one
+_RESERVED = frozenset(dir(nn.ModuleDict()))
 
 
 class AdapterModel(nn.Module):
@@ -74,9 +79,12 @@ class AdapterModel(nn.Module):
         return self._registry.get(name)
 
     def snapshot(self) -> Mapping[str, AdapterEntry]:
-        """Name -> entry of every loaded adapter, as of now (an immutable view: later loads and deletes make new
-        ones)."""
+        """Name -> entry of every loaded adapter, as of now (a copy)."""
         return self._registry.snapshot()
+
+    def find(self, name: str) -> AdapterEntry | None:
+        """The entry of a loaded adapter, or None."""
+        return self._registry.find(name)
 
     @property
     def lm_head(self) -> nn.Module | None:
@@ -95,9 +103,9 @@ class AdapterModel(nn.Module):
     def check_new_name(self, name: str, replace: bool = False) -> None:
         """Raise unless ``name`` is a valid adapter name that is not loaded yet (``replace``: may be loaded)."""
         validate_name(name)
-        if hasattr(nn.ModuleDict(), name):
+        if name in _RESERVED:
             raise AdapterNameError(f"adapter name {name!r} is reserved")
-        if name in self._registry.snapshot() and not replace:
+        if self._registry.find(name) is not None and not replace:
             raise AdapterNameError(f"an adapter named {name!r} is already loaded; delete it first, pick another "
                                    "name, or pass replace=True")
 
@@ -109,7 +117,7 @@ class AdapterModel(nn.Module):
         config.validate()
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
-        head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
+        head = build_head(task, self.hidden_size, check_labels(labels), **head_options)
         targets = method.resolve_targets(config, self.base)
         units = build_units(self.module_map, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)
@@ -122,7 +130,7 @@ class AdapterModel(nn.Module):
         atomically (forwards already running finish on the old one)."""
         with self._registry.lock:
             self.check_new_name(entry.name, replace=replace)
-            old = self._registry.snapshot().get(entry.name)
+            old = self._registry.find(entry.name)
             if old is not None and self.merged == entry.name:
                 raise AdapterHubError(f"adapter {entry.name!r} is merged into the base weights; call unmerge() "
                                       "before replacing it")
@@ -218,7 +226,7 @@ class AdapterModel(nn.Module):
     def row_names(self, adapters: str | Sequence[str] | None, n_rows: int,
                   snapshot: Mapping[str, AdapterEntry] | None = None) -> list[str]:
         """The adapter of each row: ``adapters`` as one name, a per-row list, or ``None`` (the active one)."""
-        snap = self._registry.snapshot() if snapshot is None else snapshot
+        snap = self._registry.live() if snapshot is None else snapshot
         if adapters is None:
             active = self._active
             if active is None:
@@ -249,7 +257,7 @@ class AdapterModel(nn.Module):
             if self.residency.store is not None and adapters is not None:
                 self.residency.ensure([adapters] if isinstance(adapters, str) else adapters)
             with self._registry.lock:
-                snap = self._registry.snapshot()
+                snap = self._registry.live()
                 rows = [snap[n] for n in self.row_names(adapters, n_rows, snap)]
                 keys = self._registry.acquire(rows)
         self.residency.touch({e.name for e in rows})
@@ -275,32 +283,7 @@ class AdapterModel(nn.Module):
                 **kwargs) -> RoutedOutput:
         """One pass over the base with one adapter per row; each adapter's head runs on its rows.
         ``labels`` (optional) maps adapter name -> labels for that adapter's rows, in row order."""
-        n = input_ids.shape[0]
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        backbone = self.base.base_model if self.lm_head is not None else self.base
-        with self.using(adapters, n) as rows:
-            with routed(Route([e.name for e in rows], [e.key for e in rows], [e.slot for e in rows])):
-                hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
-            return self._heads_forward(rows, hidden, attention_mask, labels)
-
-    def _heads_forward(self, rows: list[AdapterEntry], hidden, attention_mask, labels) -> RoutedOutput:
-        n = len(rows)
-        groups: dict[str, list[int]] = {}
-        entries: dict[str, AdapterEntry] = {}
-        for i, e in enumerate(rows):
-            groups.setdefault(e.name, []).append(i)
-            entries[e.name] = e
-        out, lm_head = RoutedOutput(hidden, {}, {}, {}, entries), self.lm_head
-        for nm, idx in groups.items():
-            r = torch.tensor(idx, device=hidden.device)
-            h, m = (hidden, attention_mask) if len(idx) == n else (hidden.index_select(0, r),
-                                                                   attention_mask.index_select(0, r))
-            out.rows[nm] = r
-            out.logits[nm] = entries[nm].head(h, m, lm_head)
-            if labels is not None and nm in labels:
-                out.losses[nm] = entries[nm].head.loss(out.logits[nm], labels[nm])
-        return out
+        return forwarding.forward(self, input_ids, attention_mask, adapters, labels, **kwargs)
 
     def predict(self, texts: str | Sequence[str], adapters: str | Sequence[str] | None = None,
                 batch_size: int = 32, max_new_tokens: int = 32) -> list[Any]:

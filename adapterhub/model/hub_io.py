@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -25,7 +24,9 @@ def push(model, names: str | Sequence[str], repo_id: str, *, multi: bool | None 
     for n in names:
         model.entry(n)
     validate_repo_id(repo_id)
-    with tempfile.TemporaryDirectory(prefix="adapterhub-push-") as tmp:
+    from ..store import Store
+
+    with Store().scratch() as tmp:  # inside adapterhub's home: a killed push leaves nothing in the system temp dir
         dirs = []
         for n in names:
             d = Path(tmp) / n
@@ -52,7 +53,7 @@ def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: st
                     progress=progress)
     if name is not None and len(fetched) != 1:
         raise AdapterNameError(f"name= renames one adapter; {repo_id} gave {len(fetched)}: pass adapters=[...]")
-    with tempfile.TemporaryDirectory(prefix="adapterhub-pull-") as tmp:
+    with store.scratch() as tmp:
         staged = stage(fetched, Path(tmp), progress)
         chosen: list[str] = []
         for fa, _d, card in staged:

@@ -6,21 +6,24 @@ import dataclasses
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, card_sha256,
                                  read_json, read_safetensors, refuse_pickle_only, split_module_keys)
 from ..files.card import AdapterCard, check_base
+from ..atomic import sweep_stale
 from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
+from ..names import names_a_directory
 from .entry import AdapterEntry
 from .units import ModuleMap, build_units, has_module, target_linears
 
 
 def check_replacement(model, name: str, task: str, labels, replace: bool, where: str) -> None:
     """``name`` must be new, or loaded and ``replace`` given; the error says what a replacement would change."""
-    loaded = model.snapshot().get(name)
+    loaded = model.find(name)
     if loaded is not None and not replace:
         old_labels = loaded.head.labels if loaded.head is not None else None
         changes = [f"task {loaded.task!r} -> {task!r}"] if loaded.task != task else []
@@ -44,19 +47,24 @@ class ReadAdapter:
 
 
 def locate(source: str | os.PathLike, version, store) -> Path:
-    """A directory path as given, else the store entry ``source`` (at ``version``; default latest)."""
+    """The adapter directory ``source`` names, by one rule (:func:`adapterhub.names.names_a_directory`): a path
+    (``./ts``, ``out/ts``, an absolute path, a ``Path``) is a directory; a bare name is the store entry (at
+    ``version``; default latest), never a same-named directory in the working directory."""
     from ..store import Store
 
-    p = Path(source).expanduser()
-    if p.is_dir():
-        return p
+    if names_a_directory(source):
+        p = Path(source).expanduser()
+        if not p.exists():
+            sweep_stale(p.parent)  # an overwrite killed between its two renames is rolled back
+        if p.is_dir():
+            return p
+        raise AdapterFileError(f"{p} is not a directory" if p.exists() else f"no adapter directory {str(p)!r}")
     s = str(source)
     st = store or Store()
-    if "/" not in s and os.sep not in s and s in st:
+    if s in st:
         return st.get(s, version).path
-    if p.exists():
-        raise AdapterFileError(f"{p} is not a directory")
-    raise AdapterFileError(f"no adapter directory {s!r} and no store entry of that name in {st.root}")
+    here = f"; the directory ./{s} is not read for a bare name: load it as './{s}'" if Path(s).is_dir() else ""
+    raise AdapterFileError(f"no adapter named {s!r} in the store {st.root}{here}")
 
 
 def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, MethodConfig, dict]:
@@ -149,7 +157,9 @@ def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
             raise AdapterFileError(
                 f"{directory / HEAD_WEIGHTS_FILE}: {k} has shape {tuple(head_state[k].shape)}, expected "
                 f"{tuple(t.shape)} ({len(head.labels or [])} labels, hidden size {hidden_size})")
-    head.load_state_dict({k: head_state[k].to(t.dtype) for k, t in expected.items()})
+    with torch.no_grad():  # every tensor of the (uninitialised) head, straight from the file
+        for k, t in expected.items():
+            t.copy_(head_state[k])
     return head
 
 

@@ -155,7 +155,8 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
                                           "labels": head.labels, "base_model": model.base_id,
                                           "method_config": e.config.to_dict()})
 
-    return write_dir_atomically(directory, overwrite, write)
+    return write_dir_atomically(directory, overwrite, write, kind_files=(MERGED_INFO_FILE, "config.json"),
+                                kind="exported model")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -183,6 +184,7 @@ def combine(model, weights: Mapping[str, float], name: str, method: str = "linea
     keys = {e.key for e in entries}
     paths = [p for p, m in model.base.named_modules()  # module order
              if isinstance(m, AdaptedLinear) and any(m.holds(k) for k in keys)]
+    _check_rank(model, paths, rank)
     if rank is None:
         ranks = [int(e.method.lowrank_factors(next(iter(units[n].values())))[0].shape[0]) for n, e in
                  zip(names, entries)]
@@ -260,6 +262,8 @@ def _check_combine(model, weights, name, method, rank, density, seed) -> dict[st
         if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(float(w)):
             raise AdapterHubError(f"combine: the weight of {n!r} must be a finite number, got {w!r}")
         out[n] = float(w)
+    if all(w == 0 for w in out.values()):
+        raise AdapterHubError(f"combine: every weight is 0 ({weights!r}): the combination would be no adapter")
     if method not in COMBINE_METHODS:
         raise AdapterHubError(f"combine: unknown method {method!r}; known: {list(COMBINE_METHODS)}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
@@ -270,6 +274,18 @@ def _check_combine(model, weights, name, method, rank, density, seed) -> dict[st
         raise AdapterHubError(f"combine: seed must be an int, got {seed!r}")
     model.check_new_name(name)
     return out
+
+
+def _check_rank(model, paths: list[str], rank: int | None) -> None:
+    """A rank above a combined layer's size would store more than the full delta: refused, naming the layer."""
+    if rank is None:
+        return
+    for path in paths:
+        lin = model.base.get_submodule(path).base_layer
+        full = min(int(lin.in_features), int(lin.out_features))
+        if rank > full:
+            raise AdapterHubError(f"combine: rank={rank} is above the size of layer {path!r} ({lin.in_features} -> "
+                                  f"{lin.out_features}: at most rank {full})")
 
 
 def _check_compatible(model, names: list[str], entries: list[AdapterEntry]) -> None:

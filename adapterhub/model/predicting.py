@@ -12,6 +12,8 @@ import torch
 
 from ..errors import AdapterHubError
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, decode_token_tags
+from . import windows
+from .arguments import check_texts, positive_int
 
 # Fast tokenizers keep padding/truncation settings as state that each call resets: two threads tokenizing with
 # different settings (predict's encode vs generate's padded batch) corrupt each other's batches. All tokenizer
@@ -19,22 +21,23 @@ from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, decode_token_tags
 TOKENIZER_LOCK = threading.Lock()
 
 
-def encode(model, texts: Sequence[str], tasks: Sequence[str]):
-    """Tokenize each row as its task needs (token classification: split into words) and pad together. Returns
-    ``(input_ids, attention_mask, word_ids per row or None)`` on the model's device."""
+def encode(model, texts: Sequence[str], tasks: Sequence[str], max_lengths: Sequence[int | None] | None = None):
+    """Tokenize each row as its task needs (token classification: split into words), cut at its ``max_lengths``
+    entry (default: the tokenizer's limit), and pad together. Returns ``(input_ids, attention_mask, word_ids per row
+    or None)`` on the model's device."""
     tok = model.tokenizer
     if tok is None:
         raise AdapterHubError("this AdapterModel has no tokenizer; pass one to AdapterModel(base, tokenizer)")
     feats, word_ids = [], []
     with TOKENIZER_LOCK:
-        for text, task in zip(texts, tasks):
+        for text, task, limit in zip(texts, tasks, max_lengths or [None] * len(texts)):
             if not isinstance(text, str):
                 raise AdapterHubError(f"predict takes strings, got {type(text).__name__}")
             if task == TOKEN_CLS:
-                enc = tok(text.split(), is_split_into_words=True, truncation=True)
+                enc = tok(text.split(), is_split_into_words=True, truncation=True, max_length=limit)
                 word_ids.append(enc.word_ids())
             else:
-                enc = tok(text, truncation=True)
+                enc = tok(text, truncation=True, max_length=limit)
                 word_ids.append(None)
             feats.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
         batch = tok.pad(feats, return_tensors="pt")
@@ -46,7 +49,7 @@ def _classify(model, texts: list[str], rows: list, on_output: Callable | None = 
     """One routed forward over a chunk (``rows``: the entry of each row); predictions scattered back to row order
     with one gather, one sync. ``on_output(res)``: sees the forward's :class:`RoutedOutput` first."""
     tasks = [e.task for e in rows]
-    ids, mask, word_ids = encode(model, texts, tasks)
+    ids, mask, word_ids = encode(model, texts, tasks, [windows.max_length_of(model, e) for e in rows])
     res = model.forward(ids, mask, adapters=rows)
     if on_output is not None:
         on_output(res)
@@ -69,16 +72,22 @@ def predict(model, texts: str | Sequence[str], adapters: str | Sequence[str] | N
             max_new_tokens: int = 32, on_output: Callable | None = None) -> list[Any]:
     """Per row: a label name (sequence classification), one tag per whitespace word (token classification), or
     generated text (causal LM). Rows of every adapter share each forward; the adapters are resolved once and held
-    for the whole call (a concurrent replace or delete takes effect for later calls). ``on_output(rows, res)``:
-    called after each classification forward with the chunk's row indices (into ``texts``) and its
-    :class:`RoutedOutput` (e.g. for :func:`sequence_probabilities`)."""
-    single = isinstance(texts, str)
-    texts = [texts] if single else list(texts)
+    for the whole call (a concurrent replace or delete takes effect for later calls). Each row is cut at its
+    adapter's ``max_length`` (the card's: what it was trained with); a longer token-classification text is tagged
+    in windows, so every word gets a tag (see :mod:`.windows`). ``on_output(rows, res)``: called after each
+    classification forward with the input row (index into ``texts``) of each of its rows (a text tagged in
+    windows appears once per window) and its :class:`RoutedOutput` (e.g. for :func:`sequence_probabilities`)."""
+    texts, single = check_texts(texts)
+    positive_int(batch_size, "batch_size")
+    positive_int(max_new_tokens, "max_new_tokens")
     was_training = model.training
     if was_training:  # a model already in eval is not walked: the walk races with another thread's add/delete
         model.eval()
     try:
-        with model.using(adapters, len(texts)) as entries:
+        with model.using(adapters, len(texts)) as held:
+            plan = windows.plan(model, texts, held)  # long token-classification texts: in windows
+            texts, entries = plan.texts, plan.entries
+            origin = plan.origins()
             out: list[Any] = [None] * len(texts)
             causal = [e.task == CAUSAL_LM for e in entries]
             for want_causal in (False, True):
@@ -86,11 +95,12 @@ def predict(model, texts: str | Sequence[str], adapters: str | Sequence[str] | N
                 for s in range(0, len(rows), batch_size):
                     chunk = rows[s:s + batch_size]
                     ce, ct = [entries[i] for i in chunk], [texts[i] for i in chunk]
-                    hook = None if on_output is None else functools.partial(on_output, chunk)
+                    hook = None if on_output is None else functools.partial(on_output, [origin[i] for i in chunk])
                     got = generate(model, ct, ce, max_new_tokens=max_new_tokens) if want_causal else \
                         _classify(model, ct, ce, hook)
                     for i, g in zip(chunk, got):
                         out[i] = g
+            out = plan.merge(out)
     finally:
         if was_training:
             model.train(True)

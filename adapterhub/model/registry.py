@@ -1,7 +1,7 @@
 """The adapter registry: name -> :class:`~adapterhub.model.entry.AdapterEntry`, safe under concurrent forwards.
 
-- The mapping is replaced, never mutated (copy-on-write under one lock): a forward takes one snapshot and sees one
-  consistent set of adapters for all its rows and layers.
+- Every change happens under one lock, and a forward resolves its names and takes hold of their entries under
+  that lock in one step: it sees one consistent set of adapters for all its rows and layers.
 - Each attached adapter has a unique instance ``key`` (``name#N``): the modules hold its units under that key, so a
   new version can be attached under the same name while forwards still use the old one (hot reload).
 - Forwards hold their adapters (:meth:`Registry.acquire` / :meth:`Registry.release`); removing or replacing an
@@ -28,11 +28,20 @@ class Registry:
         self._next_slot = 1  # bank slot 0 means "not banked"
 
     def snapshot(self) -> Mapping[str, AdapterEntry]:
-        """The current mapping (never mutated afterwards)."""
+        """A copy of the current mapping (O(adapters): for callers that iterate; lookups use :meth:`find`)."""
+        with self.lock:
+            return dict(self._entries)
+
+    def live(self) -> Mapping[str, AdapterEntry]:
+        """The mapping itself (mutated in place): read it only while holding :attr:`lock`."""
         return self._entries
 
+    def find(self, name: str) -> AdapterEntry | None:
+        return self._entries.get(name) if isinstance(name, str) else None
+
     def names(self) -> list[str]:
-        return list(self._entries)
+        with self.lock:
+            return list(self._entries)
 
     def get(self, name: str) -> AdapterEntry:
         try:
@@ -60,13 +69,13 @@ class Registry:
         """Make ``entry`` the adapter of its name; returns the entry it replaces (the caller retires it)."""
         with self.lock:
             old = self._entries.get(entry.name)
-            self._entries = {**self._entries, entry.name: entry}
+            self._entries[entry.name] = entry
             return old
 
     def unpublish(self, name: str) -> AdapterEntry:
         with self.lock:
             entry = self.get(name)
-            self._entries = {k: v for k, v in self._entries.items() if k != name}
+            del self._entries[name]
             return entry
 
     def retire(self, entry: AdapterEntry, detach: Callable[[], None]) -> None:

@@ -35,12 +35,12 @@ class Residency:
         """Load every name of ``names`` that is not loaded but stored (unknown names are left to the caller)."""
         wanted = list(dict.fromkeys(names))
         for n in wanted:
-            if n in self.model.snapshot() or self.store is None or n not in self.store:
+            if self.model.find(n) is not None or self.store is None or n not in self.store:
                 continue
             with self._lock:
                 lock = self._loading.setdefault(n, threading.Lock())
             with lock:  # one load per name: the others wait for it and find it loaded
-                if n not in self.model.snapshot():
+                if self.model.find(n) is None:
                     self._make_room(keep=set(wanted))
                     t0 = time.perf_counter()
                     self.model.load_adapter(n, store=self.store)

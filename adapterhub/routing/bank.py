@@ -35,7 +35,8 @@ class Bank:
         self.state = BankState(rows, torch.zeros(1, dtype=torch.long, device=device),
                                {k: v for k, v in like.items() if not torch.is_tensor(v)})
         self.free = list(range(capacity, 0, -1))
-        self.meta: dict[int, tuple[int, dict[str, tuple[int, ...]], dict[str, Any]]] = {}  # slot -> (row, shapes, side)
+        # slot -> (row, unpadded shapes where smaller than the row (else None), side values)
+        self.meta: dict[int, tuple[int, dict[str, tuple[int, ...]] | None, dict[str, Any]]] = {}
 
     def __len__(self) -> int:
         return len(self.meta)
@@ -56,12 +57,14 @@ class Bank:
             self._grow()
         st = self.state
         local = self.free.pop()
-        sizes = {}
+        sizes: dict[str, tuple[int, ...]] | None = None  # None: every tensor fills its row (the common case)
         for k, t in st.rows.items():
             v = row[k]
-            shape = sizes[k] = tuple(v.shape)
+            shape = tuple(v.shape)
             dst = t[local]
             if shape != tuple(t.shape[1:]):
+                sizes = sizes or {}
+                sizes[k] = shape
                 dst.zero_()
                 dst = dst[tuple(slice(0, n) for n in shape)]
             dst.copy_(v.detach())
@@ -128,7 +131,8 @@ class Bank:
         local, sizes, side = hit
         out: dict[str, Any] = {**self.state.static, **side}
         for k, t in self.state.rows.items():
-            out[k] = t[local][tuple(slice(0, n) for n in sizes[k])]
+            shape = (sizes or {}).get(k)
+            out[k] = t[local] if shape is None else t[local][tuple(slice(0, n) for n in shape)]
         return out
 
     @staticmethod

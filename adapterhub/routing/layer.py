@@ -68,8 +68,8 @@ class AdaptedLinear(nn.Module):
         self.base_layer = base_layer
         self.units = nn.ModuleDict()
         self._slots = _Slots({}, {})
-        self._banks: dict[tuple, Bank] = {}  # (kind name, group) -> bank; replaced, never mutated
-        self._banked: dict[str, int] = {}     # instance key -> bank slot; replaced, never mutated
+        self._banks: dict[tuple, Bank] = {}  # (kind name, group) -> bank; replaced, never mutated (forwards read it)
+        self._banked: dict[str, int] = {}     # instance key -> bank slot (writers only: under the model's lock)
         self.merged_name: str | None = None
 
     # expose the base's attributes that model code reads
@@ -119,7 +119,7 @@ class AdaptedLinear(nn.Module):
             bank = Bank(kind, gid[1], row)
             self._banks = {**self._banks, gid: bank}
         bank.put(slot, row)
-        self._banked = {**self._banked, key: slot}
+        self._banked[key] = slot
 
     def drop_bank_row(self, key: str) -> None:
         slot = self._banked.get(key)
@@ -134,7 +134,7 @@ class AdaptedLinear(nn.Module):
             if not len(bank):
                 del banks[gid]
         self._banks = banks
-        self._banked = {k: v for k, v in self._banked.items() if k != key}
+        del self._banked[key]
 
     def bank_row(self, key: str) -> dict | None:
         """The (unpadded) row adapter instance ``key`` holds in this module's banks, or None."""

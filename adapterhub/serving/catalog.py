@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, StoreError
+from ..errors import AdapterHubError, AdapterNameError, StoreError
 from ..heads import CAUSAL_LM
+from ..names import looks_like_repo_id, names_a_directory
 from .errors import BadRequest, NotFound, ServeError
 
 
@@ -110,13 +112,13 @@ class Catalog:
         if target is not None and target in self.model.snapshot() and not replace:
             raise Conflict(f"an adapter named {target!r} is already loaded; pass \"replace\": true to swap in the "
                            "new version, or another \"name\"", param="name")
+        self._check_source(source)
         t0 = time.perf_counter()
         try:
             entry = self.model.load_adapter(source, name=name, version=version, store=self.store, replace=replace,
                                             revision=revision, progress=False)
-        except (StoreError, AdapterFileError) as e:
-            missing = isinstance(e, StoreError) or "no adapter directory" in str(e)
-            raise (NotFound if missing else BadRequest)(str(e), param="source") from None
+        except StoreError as e:  # e.g. no such version
+            raise NotFound(str(e), param="source") from None
         except AdapterNameError as e:
             raise BadRequest(str(e), param="name") from None
         except AdapterHubError as e:
@@ -128,6 +130,19 @@ class Catalog:
             for e in entries:
                 self.model.pin(e.name)
         return {"loaded": [self.summary(e.name) for e in entries]}
+
+    def _check_source(self, source: str) -> None:
+        """404 for a directory or store name that is not there (by ``load_adapter``'s own rules: a Hub repo id,
+        a path, else a store name); a Hub repo's answer is the Hub's."""
+        if looks_like_repo_id(source):
+            return
+        if names_a_directory(source):
+            if not Path(source).expanduser().is_dir():
+                raise NotFound(f"no adapter directory {source!r} on the server", param="source")
+        elif not self.stored(source):
+            raise NotFound(f"no adapter named {source!r} in the store"
+                           + (f" {self.store.root}" if self.store is not None else " (this server has none)"),
+                           param="source")
 
     def delete(self, name: str) -> dict[str, Any]:
         if name not in self.model.snapshot():

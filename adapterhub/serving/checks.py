@@ -1,5 +1,6 @@
-"""Checks of texts against the model, before a request is queued: a row the model cannot take (no tokens, longer
-than its context) gets a 400 naming it here, so it never reaches a batch (where it would fail the others)."""
+"""Checks of texts against the model, before a request is queued: a row the model cannot take (no tokens, a prompt
+longer than the context leaves room for) gets a 400 naming it here, so it never reaches a batch (where it would
+fail the others)."""
 from __future__ import annotations
 
 from ..heads import CAUSAL_LM
@@ -32,22 +33,17 @@ def check_prompts(model, prompts: list[str], max_tokens: int, param: str = "prom
 
 
 def check_inputs(model, texts: list[str], tasks: list[str], max_new_tokens: int) -> None:
-    """``/v1/predict`` rows: each has words; a causal-LM row and its ``max_new_tokens`` fit the context, and so
-    does a classification row unless the tokenizer truncates it to fit."""
+    """``/v1/predict`` rows: each has words, and a causal-LM row with its ``max_new_tokens`` fits the context.
+    Classification rows need no limit here: ``predict`` cuts them at their adapter's ``max_length`` (as training
+    did) and tags long token-classification texts in windows."""
     counts, limit = token_counts(model, texts), context(model)
-    truncated_to = getattr(model.tokenizer, "model_max_length", None)
     for i, (text, n, task) in enumerate(zip(texts, counts, tasks)):
         where = f"inputs.{i}"
         if n == 0 or not text.split():
             raise BadRequest(f"{where} is empty: give some words", param=where)
-        if limit is None:
-            continue
-        if task == CAUSAL_LM and n + max_new_tokens > limit:
+        if limit is not None and task == CAUSAL_LM and n + max_new_tokens > limit:
             raise BadRequest(f"{where} has {n} tokens and max_new_tokens is {max_new_tokens}: more than this "
                              f"model's context of {limit} tokens", param=where)
-        if task != CAUSAL_LM and min(n, truncated_to or n) > limit:
-            raise BadRequest(f"{where} has {n} tokens: more than this model's context of {limit} tokens",
-                             param=where)
 
 
 __all__ = ["check_prompts", "check_inputs", "token_counts", "context"]
