@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 
 from ..errors import AdapterHubError
+from ..sockets import listening_socket
 from .app import create_app
 from .catalog import Catalog
 from .context import ServeContext
@@ -23,21 +23,6 @@ from .scheduler import Scheduler
 from .settings import ServeSettings
 
 DEFAULT_HOST = "127.0.0.1"
-
-
-def bind(host: str, port: int, backlog: int = 2048) -> socket.socket:
-    """The listening socket. ``IPPROTO_TCP`` explicitly: asyncio sets ``TCP_NODELAY`` only on connections whose
-    socket says so, and without it a response's head and body wait out the client's delayed ACK (~40 ms)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(backlog)
-    return sock
 
 
 class ServeServer:
@@ -62,7 +47,7 @@ class ServeServer:
         self.context = ServeContext(model, self.settings, self.catalog, self.scheduler, self.metrics, token,
                                     draining=self._draining)
         self.app = create_app(self.context)
-        self._sock = bind(host, port)
+        self._sock = listening_socket(host, port)
         self._server = None
         self._thread: threading.Thread | None = None
         self._stopping = False
