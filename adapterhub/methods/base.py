@@ -28,7 +28,7 @@ from torch import nn
 
 from ..files.adapter_dir import PREFIX
 from ..errors import AdapterHubError
-from ..routing import AdaptedLinear, UnitKind
+from ..routing import AdaptedLinear, UnitKind, is_linear_like
 
 
 @dataclasses.dataclass
@@ -109,14 +109,14 @@ class Method:
         raise NotImplementedError
 
     def resolve_targets(self, config: MethodConfig, base: nn.Module) -> list[str]:
-        """Full module paths (relative to the base) of the nn.Linear modules this adapter attaches to."""
+        """Full module paths (relative to the base) of the linear-like modules this adapter attaches to."""
         spec = getattr(config, "target_modules", None)
         if spec is None:
             spec = self.default_targets(config, base)
         names = match_linear_modules(base, spec)
         if not names:
             raise AdapterHubError(
-                f"{self.name}: target_modules={spec!r} matches no nn.Linear module of the base "
+                f"{self.name}: target_modules={spec!r} matches no nn.Linear module (nor Conv1D) of the base "
                 f"({type(base).__name__}); some linear modules are: {linear_module_names(base)[:8]}"
             )
         return names
@@ -256,16 +256,17 @@ def sizes_table(label: str, sizes: dict[str, int]) -> list[str]:
 
 
 def linear_module_names(base: nn.Module) -> list[str]:
-    return [n for n, m in base.named_modules() if isinstance(m, nn.Linear) and n]
+    return [n for n, m in base.named_modules() if is_linear_like(m) and n]
 
 
 def targetable_modules(base: nn.Module):
-    """(path, module) of every Linear a method may target: plain ones and already adapted ones, never the
+    """(path, module) of every linear-like layer (``nn.Linear``, ``Conv1D``) a method may target: plain ones and
+    already adapted ones, never the
     ``base_layer`` inside a wrapper nor another adapter's own layers."""
     for name, mod in base.named_modules():
         if not name or ".units." in name:
             continue
-        if isinstance(mod, AdaptedLinear) or (isinstance(mod, nn.Linear) and not name.endswith(".base_layer")):
+        if isinstance(mod, AdaptedLinear) or (is_linear_like(mod) and not name.endswith(".base_layer")):
             yield name, mod
 
 
