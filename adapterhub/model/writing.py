@@ -42,7 +42,7 @@ def write_adapter_files(model, name: str, directory: str | os.PathLike, convert_
         cfg_dict = method.to_adapter_config(config, e.targets, model.base_id, units=units)
         per_module = {p: method.unit_file_state(unit) for p, unit in units.items()}
     tensors = {f"{PREFIX}{p}.{suf}": t for p, ts in per_module.items() for suf, t in ts.items()}
-    write_json(d / CONFIG_FILE, cfg_dict)
+    write_json(d / CONFIG_FILE, cfg_dict, sort_keys=False)  # pattern order is meaning: kept
     write_safetensors(d / WEIGHTS_FILE, tensors)
     head = model.entry(name).head
     write_json(d / HEAD_CONFIG_FILE, head.config())
