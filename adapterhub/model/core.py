@@ -116,7 +116,8 @@ class AdapterModel(nn.Module):
         config.validate()
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
-        head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
+        head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, base=self.base,
+                          **head_options)
         targets = method.resolve_targets(config, self.base)
         units = build_units(self.module_map, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)

@@ -132,13 +132,14 @@ def _rows(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str
     return rows
 
 
-def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
+def _head(directory: Path, card: AdapterCard, model) -> Head:
     head_cfg = read_json(directory / HEAD_CONFIG_FILE, "the task head config")
     if head_cfg.get("task") != card.task:
         raise AdapterFileError(f"{directory}: head task {head_cfg.get('task')!r} != card task {card.task!r}")
     if head_cfg.get("labels") != card.labels:
         raise AdapterFileError(f"{directory}: head labels {head_cfg.get('labels')} != card labels {card.labels}")
-    head = head_from_config(head_cfg, hidden_size, init=False)  # every value comes from the file
+    hidden_size = model.hidden_size
+    head = head_from_config(head_cfg, hidden_size, init=False, base=model.base)  # every value comes from the file
     head_state = read_safetensors(directory / HEAD_WEIGHTS_FILE, "the task head weights",
                                   card_sha256(card, HEAD_WEIGHTS_FILE, str(directory)))
     expected = head.state_dict()
@@ -175,7 +176,7 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
         units = _units(model.module_map, method, config, targets, directory, card)
     else:
         rows = _rows(model.module_map, method, config, targets, directory, card)
-    head = _head(directory, card, model.hidden_size)
+    head = _head(directory, card, model)
     extra = {k: v for k, v in card.extra.items() if k not in method.card_extra_keys}  # rewritten on save
     entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics),
                          source=str(directory), extra=extra)

@@ -237,7 +237,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
 
 def _combined_head(model, names: list[str], weights: dict[str, float]):
     first = model.entry(names[0]).head
-    head = head_from_config(first.config(), model.hidden_size)
+    head = head_from_config(first.config(), model.hidden_size, base=model.base)
     ref = next(first.parameters(), None)
     if ref is not None:
         head.to(dtype=ref.dtype)

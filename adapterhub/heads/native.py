@@ -1,0 +1,150 @@
+"""``pooling="native"``: a sequence-classification head built like the base architecture's own
+``AutoModelForSequenceClassification`` head, so that plain peft (that task class, with the head as
+``modules_to_save``) computes exactly what adapterhub computes. Its modules are the task class's own (built from
+the base config, named as in the task model); its pooling is the task class's:
+
+=================  ====================================  =================================================
+family             task-model modules                    logits
+=================  ====================================  =================================================
+pooler             ``<backbone>.pooler``, ``classifier``  classifier(pooler(h)): first token, dense, tanh (BERT)
+head-module        ``classifier``                        classifier(h): first token, dense, out_proj (RoBERTa)
+pre-classifier     ``pre_classifier``, ``classifier``     classifier(relu(pre_classifier(h[:, 0]))) (DistilBERT)
+context-pooler     ``pooler``, ``classifier``             classifier(pooler(h)) (DeBERTa)
+prediction-head    ``head``, ``classifier``               classifier(head(first token or mean)) (ModernBERT)
+last-token         ``score``                             score(h at the last real token) (Llama, GPT-2, ...)
+=================  ====================================  =================================================
+
+The family is read from the task class's structure (built on the meta device: no memory, no weights); an
+architecture whose head is none of these is refused with its module names."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import AdapterHubError
+from . import SEQ_CLS, Head, check_head_options, last_token
+
+NATIVE = "native"
+
+
+def task_model_children(config, task_auto_class: str, n_labels: int) -> tuple[str, dict[str, nn.Module], nn.Module]:
+    """(backbone attribute, {name: module} of the task model's other children but dropouts, the backbone) of
+    ``transformers.<task_auto_class>`` for ``config`` with ``n_labels`` labels, on the meta device."""
+    import transformers
+
+    cfg = copy.deepcopy(config)
+    cfg.num_labels = int(n_labels)
+    try:
+        with torch.device("meta"):
+            task = getattr(transformers, task_auto_class).from_config(cfg)
+    except (ValueError, KeyError) as e:
+        raise AdapterHubError(f"{type(config).__name__} has no {task_auto_class} class in transformers ({e})") from None
+    prefix = task.base_model_prefix
+    children = {n: c for n, c in task.named_children() if n != prefix and not isinstance(c, nn.Dropout)}
+    return prefix, children, getattr(task, prefix, None)
+
+
+def native_family(children: dict[str, nn.Module], backbone: nn.Module | None) -> str | None:
+    names = set(children)
+    if names == {"score"}:
+        return "last-token"
+    if names == {"pre_classifier", "classifier"}:
+        return "pre-classifier"
+    if names == {"pooler", "classifier"}:
+        return "context-pooler"
+    if names == {"head", "classifier"}:
+        return "prediction-head"
+    if names == {"classifier"} and not isinstance(children["classifier"], nn.Linear):
+        return "head-module"
+    pooler = getattr(backbone, "pooler", None)
+    if names == {"classifier"} and hasattr(pooler, "dense") and hasattr(pooler, "activation"):
+        return "pooler"
+    return None
+
+
+def _materialized(module: nn.Module, std: float) -> nn.Module:
+    """A meta module's copy on the CPU, initialised (Linear: normal(0, std), zero bias; norms: ones, zeros)."""
+    m = copy.deepcopy(module).to_empty(device="cpu")
+    with torch.no_grad():
+        for sub in m.modules():
+            w, b = getattr(sub, "weight", None), getattr(sub, "bias", None)
+            if isinstance(sub, nn.Linear):
+                sub.weight.normal_(0.0, std)
+            elif isinstance(w, torch.Tensor):
+                w.fill_(1.0)
+            if isinstance(b, torch.Tensor):
+                b.zero_()
+    return m.float()
+
+
+class NativeSequenceHead(Head):
+    """A sequence-classification head laid out like the base's own task class (see the module docstring)."""
+
+    task = SEQ_CLS
+
+    def __init__(self, hidden_size: int, labels: list[str], base: nn.Module, dropout: float = 0.1,
+                 init: bool = True):
+        super().__init__(labels)
+        check_head_options(SEQ_CLS, {"pooling": NATIVE, "dropout": dropout})
+        config = getattr(base, "config", None)
+        if config is None:
+            raise AdapterHubError("pooling='native' needs a transformers base (its config names the architecture)")
+        prefix, children, backbone = task_model_children(config, "AutoModelForSequenceClassification", len(labels))
+        family = native_family(children, backbone)
+        if family is None:
+            raise AdapterHubError(f"pooling='native': {type(config).__name__}'s sequence-classification head "
+                                  f"({sorted(children)}) is not one adapterhub reproduces; use pooling "
+                                  "'mean', 'cls' or 'last'")
+        if family == "pooler":  # the task class pools with the backbone's pooler: a copy of the base's
+            children = {"pooler": _base_pooler(base), "classifier": children["classifier"]}
+        std = float(getattr(config, "initializer_range", 0.02) or 0.02)
+        for name, module in children.items():
+            own = module if name == "pooler" and family == "pooler" else _materialized(module, std)
+            self.add_module(name, own)
+        self.family, self.model_type, self.backbone_prefix = family, str(config.model_type), prefix
+        self.pooling, self.dropout, self.dropout_p = NATIVE, nn.Dropout(dropout), float(dropout)
+        self.mean_pooling = getattr(config, "classifier_pooling", "cls") == "mean"
+        self.hidden_size = int(hidden_size)
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "pooling": NATIVE, "dropout": self.dropout_p, "hidden_size": self.hidden_size,
+                "family": self.family, "model_type": self.model_type}
+
+    def task_modules(self) -> dict[str, str]:
+        """Each of this head's modules -> its name in the task model (``modules_to_save``)."""
+        return {n: (f"{self.backbone_prefix}.{n}" if self.family == "pooler" and n == "pooler" else n)
+                for n, _m in self.named_children() if n != "dropout"}
+
+    def forward(self, hidden, mask, lm_head=None):
+        h = hidden.to(next(self.parameters()).dtype)
+        family = self.family
+        if family == "last-token":
+            return self.score(last_token(h, mask))
+        if family == "head-module":
+            return self.classifier(h)
+        if family == "pre-classifier":
+            return self.classifier(self.dropout(F.relu(self.pre_classifier(h[:, 0]))))
+        if family == "prediction-head":
+            if self.mean_pooling:
+                m = mask.to(h.dtype)
+                pooled = (h * m.unsqueeze(-1)).sum(dim=1) / m.sum(dim=1, keepdim=True)
+            else:
+                pooled = h[:, 0]
+            return self.classifier(self.dropout(self.head(pooled)))
+        return self.classifier(self.dropout(self.pooler(h)))  # pooler, context-pooler
+
+    def loss(self, logits, labels):
+        return F.cross_entropy(logits.float(), labels)
+
+
+def _base_pooler(base: nn.Module) -> nn.Module:
+    pooler = getattr(base, "pooler", None)
+    if pooler is None:
+        raise AdapterHubError("pooling='native': this architecture's task head uses the base's pooler, and this "
+                              "base has none (loaded without its pooling layer?)")
+    return copy.deepcopy(pooler).float().requires_grad_(True)
+
