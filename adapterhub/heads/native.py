@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AdapterHubError
-from . import SEQ_CLS, Head, check_head_options, last_token
+from ..errors import AdapterFileError, AdapterHubError
+from . import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, Head, TokenClassificationHead, check_head_options, last_token
 
 NATIVE = "native"
 
@@ -148,3 +148,117 @@ def _base_pooler(base: nn.Module) -> nn.Module:
                               "base has none (loaded without its pooling layer?)")
     return copy.deepcopy(pooler).float().requires_grad_(True)
 
+
+
+# --- the head as peft's modules_to_save of a task model ------------------------------------------------------
+#: the task class each task's head is exported as / imported from
+TASK_AUTO_CLASSES = {SEQ_CLS: "AutoModelForSequenceClassification", TOKEN_CLS: "AutoModelForTokenClassification"}
+_FINAL_LINEAR = {"last-token": "score", "head-module": "classifier.out_proj"}
+
+
+def token_linear(config) -> str:
+    """The name of the token-classification task class's one Linear (``classifier``, ``score``), when the class is
+    dropout + that Linear (then it computes what :class:`TokenClassificationHead` computes)."""
+    _prefix, children, _backbone = task_model_children(config, TASK_AUTO_CLASSES[TOKEN_CLS], 2)
+    if len(children) != 1 or not isinstance(next(iter(children.values())), nn.Linear):
+        raise AdapterHubError(f"{type(config).__name__}'s token-classification head ({sorted(children)}) is not "
+                              "dropout + one Linear: adapterhub's token head is not that model's")
+    return next(iter(children))
+
+
+def task_modules(head: Head, base: nn.Module) -> dict[str, str]:
+    """Each module of ``head`` -> its name in the base architecture's task model, when that task model computes
+    exactly what the head computes; else :class:`AdapterHubError` saying why."""
+    if isinstance(head, NativeSequenceHead):
+        return head.task_modules()
+    if isinstance(head, TokenClassificationHead):
+        return {"classifier": token_linear(base.config)}
+    if head.task == SEQ_CLS:
+        raise AdapterHubError(f"a sequence-classification head with pooling={getattr(head, 'pooling', None)!r} is not "
+                              "the base architecture's own task head, so plain peft cannot reproduce it; make the "
+                              "adapter with pooling='native' for that, or export the LoRA part only")
+    return {}
+
+
+def labels_for(config, n: int) -> list[str]:
+    """Label names from the base config's ``id2label`` when it has ``n`` of them, else ``LABEL_0`` ..."""
+    id2label = getattr(config, "id2label", None) or {}
+    names = [id2label.get(i, id2label.get(str(i))) for i in range(n)]
+    if len(id2label) == n and all(isinstance(x, str) and x for x in names) and len(set(names)) == n:
+        return names
+    return [f"LABEL_{i}" for i in range(n)]
+
+
+def _task_state(head: Head, base: nn.Module) -> dict[str, str]:
+    """Each tensor of ``head`` -> its name in the task model."""
+    mods = task_modules(head, base)
+    return {k: f"{mods[k.partition('.')[0]]}.{k.partition('.')[2]}" for k in head.state_dict()}
+
+
+def head_from_task_tensors(task: str, base: nn.Module, hidden_size: int, tensors: dict[str, torch.Tensor],
+                           where: str) -> Head:
+    """The head that the ``modules_to_save`` copies of a peft task-model file (``tensors``, by their names in the
+    task model) describe: the native head of sequence classification, the token head, the base's LM head."""
+    from . import CausalLMHead
+
+    if task == CAUSAL_LM:
+        if tensors:
+            raise AdapterFileError(f"{where}: tensors {sorted(tensors)[:3]}: trained copies of base modules "
+                                   "(peft's modules_to_save) are not implemented for causal-lm adapters")
+        return CausalLMHead()
+    config = base.config
+    if task == SEQ_CLS:
+        _p, children, backbone = task_model_children(config, TASK_AUTO_CLASSES[SEQ_CLS], 2)
+        final = _FINAL_LINEAR.get(native_family(children, backbone) or "", "classifier")
+    else:
+        final = token_linear(config)
+    if f"{final}.weight" not in tensors:
+        raise AdapterFileError(f"{where}: no {final}.weight: the file has no {task} head (peft's modules_to_save), so "
+                               "plain peft would use a randomly initialised one")
+    labels = labels_for(config, int(tensors[f"{final}.weight"].shape[0]))
+    head = (NativeSequenceHead(hidden_size, labels, base, init=False) if task == SEQ_CLS
+            else TokenClassificationHead(hidden_size, labels, init=False))
+    _load_task_state(head, base, tensors, where)
+    return head
+
+
+def _load_task_state(head: Head, base: nn.Module, tensors: dict[str, torch.Tensor], where: str) -> None:
+    names, state = _task_state(head, base), head.state_dict()
+    unused = sorted(set(tensors) - set(names.values()))
+    if unused:
+        raise AdapterFileError(f"{where}: tensors {unused[:3]} are neither the adapter's nor its task head's "
+                               "(modules_to_save of other modules are not implemented)")
+    with torch.no_grad():
+        for k, t in state.items():
+            src = tensors.get(names[k])
+            if src is None and getattr(head, "family", None) == "pooler" and k.startswith("pooler."):
+                continue  # not saved: the task model uses the base's own pooler, which the head copied
+            if src is None:
+                raise AdapterFileError(f"{where}: no {names[k]}: the task head is incomplete (plain peft would use "
+                                       "the base checkpoint's or random values)")
+            if tuple(src.shape) != tuple(t.shape):
+                raise AdapterFileError(f"{where}: {names[k]} has shape {tuple(src.shape)}, the head needs "
+                                       f"{tuple(t.shape)}")
+            t.copy_(src.to(t.dtype))
+
+
+def task_tensors(head: Head, base: nn.Module) -> dict[str, torch.Tensor]:
+    """The head's tensors by their names in the task model (a peft export's ``modules_to_save`` copies)."""
+    names = _task_state(head, base)
+    return {names[k]: t for k, t in head.state_dict().items()}
+
+
+def check_task_copies(head: Head, tensors: dict[str, torch.Tensor], base: nn.Module, where: str) -> None:
+    """A peft task-model export holds the head twice (our head file, peft's modules_to_save): they must agree."""
+    if not tensors:
+        return
+    try:
+        want = task_tensors(head, base)
+    except AdapterHubError as e:
+        raise AdapterFileError(f"{where}: task head copies {sorted(tensors)[:3]} for a head peft cannot hold ({e})") \
+            from None
+    if getattr(head, "family", None) == "pooler":  # the pooler may be the base's own, not saved by peft
+        want = {k: v for k, v in want.items() if k in tensors or not k.startswith(f"{head.backbone_prefix}.pooler.")}
+    if set(want) != set(tensors) or any(not torch.equal(want[k].cpu(), tensors[k].to(want[k].dtype))
+                                        for k in want):
+        raise AdapterFileError(f"{where}: the task head copies (modules_to_save) differ from the adapter's head file")

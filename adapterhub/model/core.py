@@ -16,7 +16,7 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import forwarding, loading, merging, predicting, state, writing
+from . import forwarding, loading, merging, peft_import, predicting, state, writing
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -328,8 +328,8 @@ class AdapterModel(nn.Module):
                      adapters: str | list[str] | None = None, token: str | None = None,
                      endpoint: str | None = None, progress: bool = True, replace: bool = False,
                      trainable: bool = False):
-        """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
-        multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
+        """Load from a directory (adapterhub's, or a plain peft adapter: see :mod:`.peft_import`), a local store
+        entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
         load leaves the registry exactly as it was. ``replace=True`` swaps in a new version of a loaded adapter
         atomically: forwards already running finish on the old version, later ones use the new one. The adapter is
         held in banks for inference (loaded by copying its tensors; no modules); ``trainable=True`` loads it as
@@ -343,7 +343,8 @@ class AdapterModel(nn.Module):
         if revision is not None or adapters is not None:
             raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
         directory = loading.locate(source, version, store)
-        got = loading.read_adapter(self, directory, name, allow_base_mismatch, replace=replace, trainable=trainable)
+        got = peft_import.read_directory(self, directory, name, allow_base_mismatch, replace=replace,
+                                         trainable=trainable)
         return self.attach_adapter(got.entry, got.units, got.head, replace=replace, rows=got.rows)
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,

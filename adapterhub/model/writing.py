@@ -8,6 +8,7 @@ from pathlib import Path
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, PREFIX, WEIGHTS_FILE, sha256_file,
                              write_json, write_safetensors)
 from ..files.card import AdapterCard
+from ..files.adapter_dir import ADAPTER_FILES
 from ..methods import get_method
 from ..version import __version__
 
@@ -54,3 +55,20 @@ def write_adapter_files(model, name: str, directory: str | os.PathLike, convert_
         card.num_parameters = sum(t.numel() for t in tensors.values())
         card.extra = {**(extra or {}), **e.method.card_extra(units), "converted_from": e.method.name}
     card.write(d)
+
+
+def write_plain_completion(model, read, directory: Path, extra: dict) -> AdapterCard:
+    """Beside a plain peft adapter's own files in ``directory`` (read onto ``model`` as trainable units: ``read``, a
+    :class:`~adapterhub.model.loading.ReadAdapter`), write its head files and a card vouching for all of them."""
+    e, head, units = read.entry, read.head, read.units
+    d = Path(directory)
+    write_json(d / HEAD_CONFIG_FILE, head.config())
+    write_safetensors(d / HEAD_WEIGHTS_FILE, dict(head.state_dict()))
+    card = AdapterCard(
+        name=e.name, method=e.method.name, method_config=e.config.to_dict(), task=e.task, labels=head.labels,
+        base_model=model.base_id, base_fingerprint=dict(model.base_fingerprint),
+        num_parameters=sum(p.numel() for u in units.values() for p in u.parameters()),
+        num_head_parameters=sum(p.numel() for p in head.parameters()), library_version=__version__,
+        files={f: sha256_file(d / f) for f in ADAPTER_FILES}, extra={**e.extra, **extra})
+    card.write(d)
+    return card
