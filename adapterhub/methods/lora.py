@@ -14,8 +14,8 @@ from torch.nn.utils import skip_init
 from ..errors import AdapterFileError, AdapterHubError
 from .base import Method, MethodConfig, check_shapes
 from .lowrank_kind import LOWRANK, lowrank_row
-from .peft_compat import (LORA_IMPLEMENTED, LORA_METADATA, LORA_REFUSED, check_peft_fields, check_target_spec,
-                          default_lora_targets, jsonable, pattern_key)
+from .peft_compat import (LORA_IMPLEMENTED, LORA_METADATA, LORA_REFUSED, LORA_REFUSED_TENSORS, check_peft_fields,
+                          check_target_spec, default_lora_targets, jsonable, pattern_key)
 from .registry import register_method
 
 
@@ -126,6 +126,7 @@ class LoRAMethod(Method):
     size_key = "lora_A.weight"
     peft_fields = LORA_METADATA + LORA_IMPLEMENTED
     peft_refused = LORA_REFUSED
+    peft_refused_tensors = LORA_REFUSED_TENSORS
 
     def default_targets(self, config, base):
         return default_lora_targets(base)
@@ -173,6 +174,17 @@ class LoRAMethod(Method):
         d = pc.to_dict()
         d["target_modules"] = sorted(targets)  # exact module paths: plain peft re-targets the same set
         return jsonable(d)
+
+    def renamed(self, config: LoRA, names: dict[str, str]) -> LoRA:
+        """Patterns matched our names: under new names (a task model's ``bert.`` prefix can change what an anchored
+        pattern matches) each module that differs from the defaults gets its own exact entry."""
+        if not (config.rank_pattern or config.alpha_pattern):
+            return super().renamed(config, names)
+        per = {n: config.for_module(p) for p, n in names.items()}
+        ranks = {re.escape(n): r for n, (r, _a) in per.items() if r != config.r}
+        alphas = {re.escape(n): a for n, (_r, a) in per.items() if a != config.lora_alpha}
+        return dataclasses.replace(config, target_modules=sorted(names.values()), rank_pattern=ranks or None,
+                                   alpha_pattern=alphas or None)
 
     def from_adapter_config(self, d: dict[str, Any]) -> LoRA:
         return self.from_peft_config(d, None, "adapter_config.json")

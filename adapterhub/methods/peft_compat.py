@@ -47,6 +47,12 @@ LORA_REFUSED: dict[str, tuple[tuple[Any, ...], str]] = {
     "velora_config": ((None,), "VeLoRA is not implemented"),
     "megatron_config": ((None,), "Megatron parallel layers are not implemented"),
 }
+#: peft LoRA tensors of layer kinds adapterhub does not adapt
+LORA_REFUSED_TENSORS = {
+    "lora_embedding_A": "LoRA on an embedding layer is not implemented by adapterhub (Linear and Conv1D layers are)",
+    "lora_embedding_B": "LoRA on an embedding layer is not implemented by adapterhub (Linear and Conv1D layers are)",
+    "lora_magnitude_vector": "DoRA is not implemented by adapterhub",
+}
 _EMPTY = (None, False, "", [], {})
 
 

@@ -16,7 +16,7 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import forwarding, loading, merging, peft_import, predicting, state, writing
+from . import forwarding, loading, merging, peft_export, peft_import, predicting, state, writing
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -305,10 +305,18 @@ class AdapterModel(nn.Module):
         writing.write_adapter_files(self, name, directory, convert_to, metrics, extra)
 
     def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
-                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None,
+                     peft_task_model: bool = False, lora_only: bool = False) -> Path:
         """Save to ``directory`` atomically (written to a temp dir, then renamed into place). ``convert_to``: as the
-        equivalent adapter of another method (e.g. ``"lora"`` for AdaLoRA); ``metrics``/``extra``: for the card."""
+        equivalent adapter of another method (e.g. ``"lora"`` for AdaLoRA); ``metrics``/``extra``: for the card.
+        ``peft_task_model``: for plain peft users (``AutoPeftModelFor<Task>``; the head as ``modules_to_save``;
+        ``lora_only``: without the head): see :mod:`.peft_export`."""
         self.entry(name)
+        if peft_task_model or lora_only:
+            if convert_to is not None:
+                raise AdapterHubError("convert_to= and peft_task_model= are exclusive: convert, load, then export")
+            return write_dir_atomically(directory, overwrite, lambda tmp: peft_export.write_peft_task_export(
+                self, name, tmp, lora_only, metrics, extra))
         return write_dir_atomically(directory, overwrite, lambda tmp: writing.write_adapter_files(
             self, name, tmp, convert_to, metrics, extra))
 

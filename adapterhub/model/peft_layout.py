@@ -18,8 +18,6 @@ from ..methods import Method, MethodConfig, targetable_modules
 
 #: peft's ``task_type`` -> adapterhub's task
 PEFT_TASKS = {"SEQ_CLS": SEQ_CLS, "TOKEN_CLS": TOKEN_CLS, "CAUSAL_LM": CAUSAL_LM}
-#: tensors of an adapter on an embedding layer (peft LoRA's ``nn.Embedding`` variant)
-_EMBEDDING_SUFFIXES = ("lora_embedding_A", "lora_embedding_B")
 
 
 @dataclasses.dataclass
@@ -34,17 +32,19 @@ class PeftAdapter:
     keys: dict[str, str]  # our path -> peft's name, for every linear-like layer of the base
 
 
-def split_file(tensors: dict[str, torch.Tensor], suffixes: set[str], where: str):
-    """``({peft module name: {suffix: tensor}}, {peft tensor name: tensor})``: the adapter's tensors, the rest."""
+def split_file(tensors: dict[str, torch.Tensor], suffixes: set[str], where: str,
+               refused: dict[str, str] | None = None):
+    """``({peft module name: {suffix: tensor}}, {peft tensor name: tensor})``: the adapter's tensors, the rest.
+    ``refused``: tensor names the method refuses (name part -> why, e.g. an adapter on an embedding layer)."""
     modules: dict[str, dict[str, torch.Tensor]] = {}
     others: dict[str, torch.Tensor] = {}
     for key, t in tensors.items():
         if not key.startswith(PREFIX):
             raise AdapterFileError(f"{where}: key {key!r} does not start with {PREFIX!r}")
         rest = key[len(PREFIX):]
-        if any(f".{s}" in rest for s in _EMBEDDING_SUFFIXES):
-            raise AdapterFileError(f"{where}: tensor {key!r}: LoRA on an embedding layer is not implemented by "
-                                   "adapterhub (Linear and Conv1D layers are)")
+        why = next((w for part, w in (refused or {}).items() if f".{part}" in rest), None)
+        if why is not None:
+            raise AdapterFileError(f"{where}: tensor {key!r}: {why}")
         suf = next((s for s in sorted(suffixes, key=len, reverse=True) if rest.endswith("." + s)), None)
         if suf is None:
             others[rest] = t
@@ -62,7 +62,7 @@ def output_paths(model) -> set[str]:
     return {p for p, m in model.base.named_modules() if lm_head is not None and m is lm_head}
 
 
-def _mappings(model) -> list[tuple[str, str]]:
+def name_mappings(model) -> list[tuple[str, str]]:
     """(our prefix, peft's prefix) pairs to try: the same names; else the backbone named bare by one side."""
     base = model.base
     bmp = getattr(base, "base_model_prefix", "") or ""
@@ -78,7 +78,7 @@ def name_map(model, file_modules: set[str], where: str) -> dict[str, str]:
     the file; a file module this base does not have is refused."""
     paths = linear_paths(model)
     best: set[str] = set(file_modules)
-    for ours, theirs in _mappings(model):
+    for ours, theirs in name_mappings(model):
         keys = {p: theirs + p[len(ours):] for p in paths if p.startswith(ours)}
         unmatched = file_modules - set(keys.values())
         if not unmatched:
@@ -93,7 +93,7 @@ def read_peft_adapter(model, method: Method, cfg: dict, tensors: dict[str, torch
     peft would adapt must be exactly the file's, and every value comes from the file."""
     if not method.file_keys or not method.peft_loadable:
         raise AdapterFileError(f"{where}: {method.display_name} adapters have no plain peft format")
-    modules, others = split_file(tensors, set(method.file_keys), where)
+    modules, others = split_file(tensors, set(method.file_keys), where, method.peft_refused_tensors)
     keys = name_map(model, set(modules), where)
     targets = method.peft_targets(cfg, keys, output_paths(model))
     adapted = {keys[p] for p in targets}

@@ -17,8 +17,8 @@ from torch import nn
 from ...errors import AdapterFileError, AdapterHubError
 from ..base import Method, MethodConfig, check_shapes, sizes_table, strip_prefix
 from ..lowrank_kind import LOWRANK, lowrank_row
-from ..peft_compat import (LORA_IMPLEMENTED, LORA_METADATA, LORA_REFUSED, check_peft_fields, check_target_spec,
-                           default_lora_targets, jsonable)
+from ..peft_compat import (LORA_IMPLEMENTED, LORA_METADATA, LORA_REFUSED, LORA_REFUSED_TENSORS, check_peft_fields,
+                           check_target_spec, default_lora_targets, jsonable)
 from ..registry import register_method
 
 
@@ -121,6 +121,7 @@ class AdaLoRAMethod(Method):
     peft_fields = LORA_METADATA + LORA_IMPLEMENTED + ("init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1",
                                                       "beta2", "orth_reg_weight", "total_step")
     peft_refused = LORA_REFUSED
+    peft_refused_tensors = LORA_REFUSED_TENSORS
 
     def default_targets(self, config, base):
         return default_lora_targets(base)
