@@ -36,10 +36,12 @@ def push(model, names: str | Sequence[str], repo_id: str, *, multi: bool | None 
         return push_dirs(dirs, repo_id, multi=multi, **options)
 
 
-def complete_plain(model, directory: Path, name: str, fa, replace: bool, allow_base_mismatch: bool):
-    """A staged plain peft adapter read onto this base (all checks), then given our head files and a card (peft's
-    own files kept byte for byte), so that it is stored like any adapter. Returns the card."""
-    got = read_plain(model, directory, name, allow_base_mismatch, replace=replace, trainable=True)
+def complete_plain(model, directory: Path, name: str | None, fa, replace: bool, allow_base_mismatch: bool):
+    """A staged plain peft adapter read onto this base (all checks; named ``name``, else after the repo), then
+    given our head files and a card (peft's own files kept byte for byte), so that it is stored like any adapter.
+    Returns the card."""
+    got = read_plain(model, directory, name, allow_base_mismatch, replace=replace, trainable=True,
+                     default_name=fa.name)
     return write_plain_completion(model, got, directory, {"hub_source": fa.source})
 
 
@@ -62,7 +64,7 @@ def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: st
         raise AdapterNameError(f"name= renames one adapter; {repo_id} gave {len(fetched)}: pass adapters=[...]")
     with tempfile.TemporaryDirectory(prefix="adapterhub-pull-") as tmp:
         staged = stage(fetched, Path(tmp), progress)
-        staged = [(fa, d, card if card is not None else complete_plain(model, d, name or fa.name, fa, replace,
+        staged = [(fa, d, card if card is not None else complete_plain(model, d, name, fa, replace,
                                                                         allow_base_mismatch))
                   for fa, d, card in staged]
         chosen: list[str] = []

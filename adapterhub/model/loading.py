@@ -18,7 +18,7 @@ from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMi
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
 from .entry import AdapterEntry
-from .peft_layout import is_identity, read_peft_adapter, split_file
+from .peft_layout import EXPORT_INFO, is_identity, read_peft_adapter, split_file
 from .units import ModuleMap, build_units, has_module, target_linears
 
 
@@ -190,7 +190,8 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     units, rows = build_read(model.module_map, method, config, targets, per_module, trainable, directory)
     head = _head(directory, card, model)
     check_task_copies(head, others, model.base, str(directory / WEIGHTS_FILE))
-    extra = {k: v for k, v in card.extra.items() if k not in method.card_extra_keys}  # rewritten on save
+    extra = {k: v for k, v in card.extra.items()  # rewritten on save
+             if k not in method.card_extra_keys and k != EXPORT_INFO}
     entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics),
                          source=str(directory), extra=extra)
     return ReadAdapter(entry, units, rows, head)

@@ -23,7 +23,7 @@ from ..files.adapter_dir import CONFIG_FILE, PREFIX, WEIGHTS_FILE, write_json, w
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
 from ..heads.native import TASK_AUTO_CLASSES, task_modules, task_tensors
 from ..methods import methods
-from .peft_layout import name_mappings, linear_paths
+from .peft_layout import EXPORT_INFO, linear_paths, name_mappings
 from .writing import write_head_and_card
 
 #: adapterhub task -> peft task_type
@@ -96,4 +96,4 @@ def write_peft_task_export(model, name: str, directory, lora_only: bool = False,
     write_safetensors(d / WEIGHTS_FILE, tensors)
     info = {"task_type": task_type, "task_class": type(task_model).__name__, "base_model": base_id,
             "same_base_weights": same_weights, "modules_to_save": saved, "lora_only": bool(lora_only)}
-    write_head_and_card(model, name, d, metrics, {**(extra or {}), "peft_export": info})
+    write_head_and_card(model, name, d, metrics, {**(extra or {}), EXPORT_INFO: info})

@@ -68,22 +68,24 @@ def check_peft_base(model, cfg: dict, where: str, allow_base_mismatch: bool) -> 
                                 "allow_base_mismatch=True to load it anyway")
 
 
-def plain_name(directory: Path, name: str | None) -> str:
+def plain_name(where, name: str | None, default: str) -> str:
+    """``name``, else ``default`` (the directory's or the repo's name), as an adapter name."""
     try:
-        return validate_name(name if name is not None else Path(directory).name)
+        return validate_name(name if name is not None else default)
     except AdapterNameError as e:
         if name is not None:
             raise
-        raise AdapterNameError(f"{directory}: a plain peft adapter has no card to name it, and its directory name is "
+        raise AdapterNameError(f"{where}: a plain peft adapter has no card to name it, and its directory name is "
                                f"not a valid adapter name ({e}); pass name=...") from None
 
 
 def read_plain(model, directory: Path, name: str | None = None, allow_base_mismatch: bool = False,
-               replace: bool = False, trainable: bool = False) -> ReadAdapter:
-    """Read a plain peft directory for ``model`` (registered as ``name``, default the directory's name)."""
+               replace: bool = False, trainable: bool = False, default_name: str | None = None) -> ReadAdapter:
+    """Read a plain peft directory for ``model`` (registered as ``name``, default ``default_name`` or the
+    directory's name)."""
     where = str(directory / CONFIG_FILE)
     cfg = read_json(directory / CONFIG_FILE, "the adapter config")
-    name = plain_name(directory, name)
+    name = plain_name(directory, name, default_name or Path(directory).name)
     try:
         method = method_for_peft_type(cfg.get("peft_type"), where)
     except AdapterHubError as e:

@@ -16,6 +16,8 @@ from ..files.adapter_dir import PREFIX
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
 from ..methods import Method, MethodConfig, targetable_modules
 
+#: the card entry describing a peft task-model export (that directory only: not carried into later saves)
+EXPORT_INFO = "peft_export"
 #: peft's ``task_type`` -> adapterhub's task
 PEFT_TASKS = {"SEQ_CLS": SEQ_CLS, "TOKEN_CLS": TOKEN_CLS, "CAUSAL_LM": CAUSAL_LM}
 
