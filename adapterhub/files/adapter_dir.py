@@ -31,8 +31,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_json(path: Path, d: dict[str, Any]) -> None:
-    path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, d: dict[str, Any], sort_keys: bool = True) -> None:
+    """``sort_keys=False``: the top level sorted, nested mappings in their own order (peft's rank/alpha patterns:
+    the first matching key wins, so their order is part of their meaning)."""
+    if not sort_keys:
+        d = dict(sorted(d.items()))
+    path.write_text(json.dumps(d, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def read_safetensors(path: Path, what: str, sha256: str | None = None) -> dict[str, torch.Tensor]:

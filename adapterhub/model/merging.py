@@ -29,7 +29,7 @@ from ..heads import SEQ_CLS, TOKEN_CLS, head_from_config
 from ..merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_delta, lowrank_sum_factors,
                      truncated_svd)
 from ..methods import factor_method, methods
-from ..routing import AdaptedLinear
+from ..routing import AdaptedLinear, linear_view, stored_weight
 from .entry import AdapterEntry
 from .units import build_units, unwrap_all
 
@@ -87,7 +87,7 @@ def merge(model, name: str) -> None:
     with torch.no_grad():
         try:
             for path, mod in mods.items():
-                w = mod.base_layer.weight
+                w = linear_view(mod.base_layer).weight  # [out, in] (a transposed view for a Conv1D)
                 backup[path] = (mod, w.detach().clone())
                 w.copy_(_folded(w, e.method, units[path]))
                 mod.merged_name = key
@@ -100,7 +100,7 @@ def merge(model, name: str) -> None:
 def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]) -> None:
     with torch.no_grad():
         for mod, original in backup.values():
-            mod.base_layer.weight.copy_(original)
+            linear_view(mod.base_layer).weight.copy_(original)
             mod.merged_name = None
 
 
@@ -126,7 +126,8 @@ def clean_base_copy(model) -> nn.Module:
     unwrap_all(clean)
     if model.merge_state is not None:
         for path, (_mod, original) in model.merge_state.backup.items():
-            clean.get_submodule(path).weight = nn.Parameter(original, requires_grad=False)
+            lin = clean.get_submodule(path)
+            lin.weight = nn.Parameter(stored_weight(lin, original), requires_grad=False)
     clean.requires_grad_(False)
     return clean
 
@@ -141,7 +142,8 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
     with torch.no_grad():
         for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
-            lin.weight = nn.Parameter(_folded(lin.weight, e.method, unit), requires_grad=False)
+            folded = _folded(linear_view(lin).weight, e.method, unit)
+            lin.weight = nn.Parameter(stored_weight(lin, folded), requires_grad=False)
     head = model.entry(name).head
 
     def write(d: Path) -> None:
@@ -208,7 +210,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
     gen = torch.Generator().manual_seed(int(seed))
     factors = {}
     for path in paths:
-        lin = model.base.get_submodule(path).base_layer
+        lin = linear_view(model.base.get_submodule(path).base_layer)
         dev, cdt = lin.weight.device, compute_dtype(lin.weight.device)
         if method in ("linear", "svd"):
             fl, ws = [], []
@@ -237,7 +239,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
 
 def _combined_head(model, names: list[str], weights: dict[str, float]):
     first = model.entry(names[0]).head
-    head = head_from_config(first.config(), model.hidden_size)
+    head = head_from_config(first.config(), model.hidden_size, base=model.base)
     ref = next(first.parameters(), None)
     if ref is not None:
         head.to(dtype=ref.dtype)
