@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import AdapterHubError
 from ..merge import compute_dtype
-from ..routing import UnitKind
+from ..routing import UnitKind, linear_view
 from ..routing.stacks import as_rows, stack_vectors
 from .base import Method, MethodConfig, check_shapes, strip_prefix
 from .peft_compat import default_ia3_modules, jsonable
@@ -75,7 +75,7 @@ def _scaled(base: nn.Module, x: torch.Tensor, d: torch.Tensor, base_out: torch.T
             feedforward: bool, n_rows: int | None = None) -> torch.Tensor:
     """``out`` plus IA3's delta for scalings ``l = 1 + d`` (``d`` is ``[F]``, or ``[rows, 1, F]`` gathered per row)."""
     if feedforward:  # W (x * l) = base_out + W (x * d)
-        w = base.weight
+        w = linear_view(base).weight  # [out, in], a transposed view for a Conv1D
         xs = x if n_rows is None else as_rows(x, n_rows)
         delta = F.linear((xs * d.to(xs.dtype)).to(w.dtype), w)
     else:            # l * base_out = base_out + base_out * d

@@ -137,6 +137,7 @@ class PrefixMethod(Method):
                         "base weight)")
     card_keys = ("num_virtual_tokens", "prefix_projection")
     file_keys = (_WEIGHTS,)
+    module_files = False  # one table for the whole model (peft's ``prompt_embeddings``)
     size_key = _WEIGHTS
     size_label = "virtual tokens"
 

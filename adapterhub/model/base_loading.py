@@ -12,7 +12,9 @@ def load_base(spec: str, dtype: torch.dtype | str | None = None, device: str | N
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     from ..bases import base_id, resolve_base
+    from .arguments import check_device
 
+    device = check_device(device)  # before any loading: 'cuda' without CUDA is an error naming it
     path = resolve_base(spec)
     archs = AutoConfig.from_pretrained(path).architectures or []
     causal = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs)

@@ -29,7 +29,7 @@ from ..heads import SEQ_CLS, TOKEN_CLS, head_from_config
 from ..merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_delta, lowrank_sum_factors,
                      truncated_svd)
 from ..methods import factor_method, methods
-from ..routing import AdaptedLinear
+from ..routing import AdaptedLinear, linear_view, stored_weight
 from .entry import AdapterEntry
 from .units import build_units, unwrap_all
 
@@ -93,7 +93,7 @@ def merge(model, name: str) -> None:
     with torch.no_grad():
         try:
             for path, mod in mods.items():
-                w, b = mod.base_layer.weight, mod.base_layer.bias
+                w, b = linear_view(mod.base_layer).weight, mod.base_layer.bias  # [out, in] (a view for Conv1D)
                 backup[path] = (mod, w.detach().clone(), None if b is None else b.detach().clone())
                 new_w, new_b = e.method.fold(w, b, units[path])
                 w.copy_(new_w)
@@ -109,7 +109,7 @@ def merge(model, name: str) -> None:
 def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]]) -> None:
     with torch.no_grad():
         for mod, weight, bias in backup.values():
-            mod.base_layer.weight.copy_(weight)
+            linear_view(mod.base_layer).weight.copy_(weight)
             if bias is not None:
                 mod.base_layer.bias.copy_(bias)
             mod.merged_name = None
@@ -138,7 +138,7 @@ def clean_base_copy(model) -> nn.Module:
     if model.merge_state is not None:
         for path, (_mod, weight, bias) in model.merge_state.backup.items():
             lin = clean.get_submodule(path)
-            lin.weight = nn.Parameter(weight, requires_grad=False)
+            lin.weight = nn.Parameter(stored_weight(lin, weight), requires_grad=False)
             if bias is not None:
                 lin.bias = nn.Parameter(bias, requires_grad=False)
     clean.requires_grad_(False)
@@ -155,8 +155,8 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
     with torch.no_grad():
         for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
-            new_w, new_b = e.method.fold(lin.weight, lin.bias, unit)
-            lin.weight = nn.Parameter(new_w, requires_grad=False)
+            new_w, new_b = e.method.fold(linear_view(lin).weight, lin.bias, unit)
+            lin.weight = nn.Parameter(stored_weight(lin, new_w), requires_grad=False)
             if new_b is not lin.bias:
                 lin.bias = nn.Parameter(new_b, requires_grad=False)
     head = model.entry(name).head
@@ -172,7 +172,8 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
                                           "labels": head.labels, "base_model": model.base_id,
                                           "method_config": e.config.to_dict()})
 
-    return write_dir_atomically(directory, overwrite, write)
+    return write_dir_atomically(directory, overwrite, write, kind_files=(MERGED_INFO_FILE, "config.json"),
+                                kind="exported model")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -200,6 +201,7 @@ def combine(model, weights: Mapping[str, float], name: str, method: str = "linea
     keys = {e.key for e in entries}
     paths = [p for p, m in model.base.named_modules()  # module order
              if isinstance(m, AdaptedLinear) and any(m.holds(k) for k in keys)]
+    _check_rank(model, paths, rank)
     if rank is None:
         ranks = [int(e.method.lowrank_factors(next(iter(units[n].values())))[0].shape[0]) for n, e in
                  zip(names, entries)]
@@ -223,7 +225,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
     gen = torch.Generator().manual_seed(int(seed))
     factors = {}
     for path in paths:
-        lin = model.base.get_submodule(path).base_layer
+        lin = linear_view(model.base.get_submodule(path).base_layer)
         dev, cdt = lin.weight.device, compute_dtype(lin.weight.device)
         if method in ("linear", "svd"):
             fl, ws = [], []
@@ -252,7 +254,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
 
 def _combined_head(model, names: list[str], weights: dict[str, float]):
     first = model.entry(names[0]).head
-    head = head_from_config(first.config(), model.hidden_size)
+    head = head_from_config(first.config(), model.hidden_size, base=model.base)
     ref = next(first.parameters(), None)
     if ref is not None:
         head.to(dtype=ref.dtype)
@@ -277,6 +279,8 @@ def _check_combine(model, weights, name, method, rank, density, seed) -> dict[st
         if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(float(w)):
             raise AdapterHubError(f"combine: the weight of {n!r} must be a finite number, got {w!r}")
         out[n] = float(w)
+    if all(w == 0 for w in out.values()):
+        raise AdapterHubError(f"combine: every weight is 0 ({weights!r}): the combination would be no adapter")
     if method not in COMBINE_METHODS:
         raise AdapterHubError(f"combine: unknown method {method!r}; known: {list(COMBINE_METHODS)}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
@@ -287,6 +291,18 @@ def _check_combine(model, weights, name, method, rank, density, seed) -> dict[st
         raise AdapterHubError(f"combine: seed must be an int, got {seed!r}")
     model.check_new_name(name)
     return out
+
+
+def _check_rank(model, paths: list[str], rank: int | None) -> None:
+    """A rank above a combined layer's size would store more than the full delta: refused, naming the layer."""
+    if rank is None:
+        return
+    for path in paths:
+        lin = model.base.get_submodule(path).base_layer
+        full = min(int(lin.in_features), int(lin.out_features))
+        if rank > full:
+            raise AdapterHubError(f"combine: rank={rank} is above the size of layer {path!r} ({lin.in_features} -> "
+                                  f"{lin.out_features}: at most rank {full})")
 
 
 def _check_compatible(model, names: list[str], entries: list[AdapterEntry]) -> None:

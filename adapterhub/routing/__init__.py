@@ -14,14 +14,16 @@ Joint training, mixed-batch inference, generation and serving all go through thi
 - :mod:`.kinds`: what a unit kind (defined by the method plug-ins) must provide;
 - :mod:`.site`: what every routed site shares: its units (copy-on-write slots, stack cache) and banks;
 - :mod:`.layer`: :class:`AdaptedLinear`, the routed module (kinds change its output);
+- :mod:`.linear_like`: the layers it wraps (``nn.Linear``, ``Conv1D``) seen as one Linear shape;
 - :mod:`.inputs`: :class:`RoutedInputs`, the backbone call's site (kinds add inputs: prefix key/values, masks);
 - :mod:`.stacks`: the pure math on stacked tensors.
 """
 from .inputs import INPUTS_PATH, BackboneCall, RoutedInputs
 from .kinds import INPUTS, MODULE, UnitKind
 from .layer import AdaptedLinear
+from .linear_like import LINEAR_LIKE, is_linear_like, linear_view, stored_weight
 from .route import Route, current_route, routed
 from .site import RoutedSite
 
-__all__ = ["AdaptedLinear", "BackboneCall", "INPUTS", "INPUTS_PATH", "MODULE", "Route", "RoutedInputs", "RoutedSite",
-           "UnitKind", "current_route", "routed"]
+__all__ = ["AdaptedLinear", "BackboneCall", "INPUTS", "INPUTS_PATH", "LINEAR_LIKE", "MODULE", "Route", "RoutedInputs",
+           "RoutedSite", "UnitKind", "current_route", "is_linear_like", "linear_view", "routed", "stored_weight"]

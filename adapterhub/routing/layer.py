@@ -1,6 +1,7 @@
-"""The routed module: a frozen ``nn.Linear`` plus the units of every adapter that targets it, computed through the
-route (:mod:`adapterhub.routing.route`) by their unit kinds (:mod:`adapterhub.routing.kinds`). Holding and gathering
-the adapters is the site's (:mod:`adapterhub.routing.site`); this module applies them to the Linear's output."""
+"""The routed module: a frozen linear-like layer (``nn.Linear``, GPT-2's ``Conv1D``: :mod:`.linear_like`) plus the
+units of every adapter that targets it, computed through the route (:mod:`adapterhub.routing.route`) by their unit kinds
+(:mod:`adapterhub.routing.kinds`). Holding and gathering the adapters is the site's (:mod:`adapterhub.routing.site`);
+this module applies them to the layer's output."""
 from __future__ import annotations
 
 import torch
@@ -8,17 +9,19 @@ from torch import nn
 
 from ..errors import AdapterHubError
 from .bank import Bank
+from .linear_like import linear_view
 from .route import Route, current_route
 from .site import RoutedSite, _Slots, display_name, on_rows
 
+
 class AdaptedLinear(RoutedSite):
-    """Wraps a base Linear (kept untouched as ``base_layer``, as in peft). ``units[key]`` holds the parameters of
-    the adapter instance ``key`` for this module; the route decides which unit each batch row uses.
+    """Wraps a base linear-like layer (kept untouched as ``base_layer``, as in peft). ``units[key]`` holds the parameters
+    of the adapter instance ``key`` for this module; the route decides which unit each batch row uses.
 
     ``merged_name``: set while that adapter's delta is folded into ``base_layer.weight``; its unit is then
     skipped, and routes with any other adapter are refused."""
 
-    def __init__(self, base_layer: nn.Linear):
+    def __init__(self, base_layer: nn.Module):
         nn.Module.__init__(self)
         self.base_layer = base_layer  # registered first: state_dict order base_layer.*, then units.*
         self._init_site()
@@ -34,11 +37,21 @@ class AdaptedLinear(RoutedSite):
 
     @property
     def in_features(self) -> int:
-        return self.base_layer.in_features
+        return linear_view(self.base_layer).in_features
 
     @property
     def out_features(self) -> int:
-        return self.base_layer.out_features
+        return linear_view(self.base_layer).out_features
+
+    def __getattr__(self, name: str):
+        """Other attributes of the base layer that model code reads (e.g. ``Conv1D.nf``)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self._modules.get("base_layer")
+            if base is None or name.startswith("_"):
+                raise
+            return getattr(base, name)
 
     # --- forward -----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
