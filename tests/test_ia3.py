@@ -226,3 +226,50 @@ def test_gradients_through_a_mixed_batch_equal_the_rows_alone():
     model(ids[[0, 2]], mask[[0, 2]], adapters="i", labels={"i": labels}).losses["i"].backward()
     for got, want in zip(mixed, [p.grad for p in model.adapter_parameters("i")]):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("banked", [True, False], ids=["banks", "units"])
+def test_plain_peft_ia3_directory_loads_without_a_card(banked, tmp_path):
+    """A peft-made IA3 directory as peft writes it (no adapterhub card or head): peft's target and feed-forward
+    rules on peft's module names (``model.layers.0.mlp.up_proj`` under the causal LM), same logits as peft."""
+    from peft import IA3Config, PeftModel, get_peft_model
+
+    model, clean = _model(causal=True)
+    pm = get_peft_model(copy.deepcopy(clean), IA3Config(target_modules=["k_proj", "v_proj", "up_proj"],
+                                                        feedforward_modules=["up_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for n, p in pm.named_parameters():
+            if "ia3_l" in n:
+                p.uniform_(0.3, 1.7)
+    pm.save_pretrained(str(tmp_path / "ia"))
+    model.load_adapter(tmp_path / "ia", trainable=not banked)
+    e = model.entry("ia")
+    assert e.banked == banked and e.task == "causal-lm"
+    assert sorted(p for p in e.targets if e.config.is_feedforward(p)) == [
+        f"model.layers.{i}.mlp.up_proj" for i in range(2)]
+    ids, mask = _batch()
+    theirs = PeftModel.from_pretrained(copy.deepcopy(clean), str(tmp_path / "ia")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask, adapters="ia").logits["ia"],
+                                   theirs(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+    d = model.save_adapter("ia", tmp_path / "ours")  # stored with a card: the same adapter again
+    model.delete_adapter("ia")
+    model.load_adapter(d)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask, adapters="ia").logits["ia"],
+                                   theirs(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+
+
+def test_plain_peft_ia3_with_unknown_field_is_refused_by_name(tmp_path):
+    from peft import IA3Config, get_peft_model
+
+    model, clean = _model(causal=True)
+    get_peft_model(copy.deepcopy(clean), IA3Config(target_modules=["k_proj"], feedforward_modules=[],
+                                                   task_type="CAUSAL_LM")).save_pretrained(str(tmp_path / "ia"))
+    cfg_path = tmp_path / "ia" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["ia3_magic"] = 3
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(AdapterHubError, match="ia3_magic"):
+        model.load_adapter(tmp_path / "ia")
+    assert model.adapters == []

@@ -306,3 +306,38 @@ def test_a_4d_attention_mask_is_refused_not_misread():
     ids = torch.randint(5, 40, (1, 4))
     with torch.no_grad(), model.routed("x"), pytest.raises(AdapterHubError, match="2-D attention mask.*4-D"):
         model.base(input_ids=ids, attention_mask=torch.ones(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("banked", [True, False], ids=["banks", "units"])
+def test_plain_peft_prefix_directory_loads_without_a_card(banked, tmp_path):
+    """A peft-made causal-LM prefix directory as peft writes it (no adapterhub files): same logits as peft."""
+    from peft import PeftModel, PrefixTuningConfig, get_peft_model
+
+    model, clean = _model("llama")
+    pm = get_peft_model(copy.deepcopy(clean), PrefixTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for p in pm.prompt_encoder.parameters():
+            p.normal_(0, 0.5)
+    pm.save_pretrained(str(tmp_path / "pre"))
+    model.load_adapter(tmp_path / "pre", trainable=not banked)
+    assert model.entry("pre").banked == banked
+    ids, mask = _batch(3)
+    theirs = PeftModel.from_pretrained(copy.deepcopy(clean), str(tmp_path / "pre")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, mask, adapters="pre").logits["pre"],
+                                   theirs(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+
+
+def test_plain_peft_prefix_for_another_geometry_is_refused(tmp_path):
+    from peft import PrefixTuningConfig, get_peft_model
+
+    model, clean = _model("llama")
+    get_peft_model(copy.deepcopy(clean), PrefixTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM")
+                   ).save_pretrained(str(tmp_path / "pre"))
+    cfg_path = tmp_path / "pre" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["num_layers"] += 1
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(BaseMismatchError, match="num_layers"):
+        model.load_adapter(tmp_path / "pre")
+    assert model.adapters == []

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import AdapterHubError
+from ..errors import AdapterFileError, AdapterHubError
 from ..merge import compute_dtype
 from ..routing import UnitKind, linear_view
 from ..routing.stacks import as_rows, stack_vectors
 from .base import Method, MethodConfig, check_shapes, strip_prefix
-from .peft_compat import default_ia3_modules, jsonable
+from .peft_compat import LORA_METADATA, check_peft_fields, check_target_spec, default_ia3_modules, jsonable
 from .registry import register_method
 
 
@@ -195,6 +195,27 @@ class IA3Method(Method):
         pc = IA3Config(target_modules=sorted(targets), feedforward_modules=ff, base_model_name_or_path=base_id,
                        inference_mode=True)
         return jsonable(pc.to_dict())
+
+    peft_fields = LORA_METADATA + ("target_modules", "exclude_modules", "feedforward_modules", "modules_to_save",
+                                   "task_type", "init_ia3_weights",  # an initialisation: every value is in the file
+                                   "fan_in_fan_out")  # peft's merge layout for Conv1D: the forward is the same
+
+    def from_peft_config(self, d: dict[str, Any], keys: dict[str, str] | None, where: str) -> IA3:
+        """peft's IA3 on the modules ``keys`` it adapts (our path -> peft's name): feed-forward modules by peft's
+        rule on peft's names (a regex full match, or a list entry the name ends with), kept as our exact paths."""
+        check_peft_fields(d, self.peft_fields, self.peft_refused, where)
+        check_target_spec(d, where)
+        ff = d.get("feedforward_modules")
+        if ff is not None and not isinstance(ff, (str, list)):
+            raise AdapterFileError(f"{where}: feedforward_modules must be a list of names or a regex, got {ff!r}")
+        keys = keys if keys is not None else {}
+        rule = IA3(feedforward_modules=ff)
+        return IA3(target_modules=sorted(keys), feedforward_modules=sorted(p for p, k in keys.items()
+                                                                          if rule.is_feedforward(k)))
+
+    def renamed(self, config: IA3, names: dict[str, str]) -> IA3:
+        return IA3(target_modules=sorted(names.values()),
+                   feedforward_modules=sorted(n for p, n in names.items() if config.is_feedforward(p)))
 
     def from_adapter_config(self, d: dict[str, Any]) -> IA3:
         if d.get("fan_in_fan_out"):

@@ -18,10 +18,10 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
-from ..errors import AdapterHubError
+from ..errors import AdapterFileError, AdapterHubError
 from ..routing import INPUTS_PATH
 from .base import Method, MethodConfig, check_shapes
-from .peft_compat import jsonable
+from .peft_compat import LORA_METADATA, check_peft_fields, jsonable
 from .prefix_kind import PrefixKind, prefix_row
 from .registry import register_method
 
@@ -215,6 +215,20 @@ class PrefixMethod(Method):
                                 base_model_name_or_path=base_id,
                                 inference_mode=True)
         return jsonable(pc.to_dict())
+
+    peft_fields = LORA_METADATA + ("num_virtual_tokens", "token_dim", "num_transformer_submodules",
+                                   "num_attention_heads", "num_layers", "encoder_hidden_size", "prefix_projection",
+                                   "task_type", "modules_to_save")
+
+    def from_peft_config(self, d: dict[str, Any], keys: dict[str, str] | None, where: str) -> PrefixTuning:
+        check_peft_fields(d, self.peft_fields, self.peft_refused, where)
+        n = d.get("num_virtual_tokens")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise AdapterFileError(f"{where}: num_virtual_tokens must be a positive int, got {n!r}")
+        try:
+            return self.from_adapter_config(d)
+        except AdapterHubError as e:
+            raise AdapterFileError(f"{where}: {e}") from None
 
     def from_adapter_config(self, d: dict[str, Any]) -> PrefixTuning:
         subs = d.get("num_transformer_submodules")
