@@ -14,7 +14,8 @@ import pytest
 import adapterhub
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "peft", "huggingface_hub", "accelerate", "safetensors")
+HEAVY = ("torch", "transformers", "peft", "huggingface_hub", "accelerate", "safetensors", "starlette", "uvicorn",
+         "prometheus_client")
 
 # runs main(argv) and reports, on its last stdout line, the exit code and which heavy modules got imported
 PROBE = """
@@ -35,7 +36,7 @@ def probe(tmp_path: Path, argv: list[str]) -> dict:
 
 @pytest.mark.parametrize("argv", [["--help"], ["push", "--help"], ["pull", "--help"], ["train", "--help"],
                                   ["predict", "--help"], ["tune", "--help"], ["hub", "serve", "--help"],
-                                  ["show", "--help"], ["--version"]])
+                                  ["serve", "--help"], ["show", "--help"], ["--version"]])
 def test_help_imports_no_heavy_module(tmp_path, argv):
     assert probe(tmp_path, argv) == {"rc": 0, "heavy": []}
 
@@ -60,8 +61,8 @@ def test_lazy_names_and_all():
 
     assert (AdapterModel, RoutedOutput) == (MAdapterModel, MRoutedOutput)
     assert (LoRA, AdaLoRA, Bottleneck) == (MLoRA, MAdaLoRA, MBottleneck)
-    expected = {"AdapterModel", "RoutedOutput", "LoRA", "AdaLoRA", "Bottleneck", "AdapterHubError",
-                "AdapterNameError", "AdapterFileError", "BaseMismatchError", "BaseSourceError", "StoreError",
+    expected = {"AdapterModel", "RoutedOutput", "LoRA", "AdaLoRA", "Bottleneck", "IA3", "PrefixTuning",
+                "AdapterHubError", "AdapterNameError", "AdapterFileError", "BaseMismatchError", "BaseSourceError", "StoreError",
                 "__version__"}
     assert set(adapterhub.__all__) == expected and expected <= set(dir(adapterhub))
     star: dict = {}

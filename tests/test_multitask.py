@@ -30,6 +30,10 @@ def lora_tasks(ws):
 @pytest.mark.parametrize("overrides, message", [
     (["shared={method: nope, r: 4}"], r"shared\.method: unknown method 'nope'"),
     (["shared={method: bottleneck}"], r"shared\.method: 'bottleneck' adapters cannot be shared"),
+    (["shared={method: ia3}"], r"shared\.method: 'ia3' adapters cannot be shared"),
+    (["shared={method: prefix, num_virtual_tokens: 4}"], r"shared\.method: 'prefix' adapters cannot be shared"),
+    (["shared={method: lora, r: 4}", "tasks.ner.adapter={method: ia3}"],
+     r"tasks\.ner\.adapter\.method: 'ia3' adapters have no low-rank"),
     (["shared={r: 4}"], r"shared\.method: required key is missing"),
     (["shared={method: lora, r: 0}"], r"shared: .*r must be a positive int"),
     (["shared={method: lora, r: 4}"], r"tasks\.ner\.adapter\.method: 'bottleneck' adapters have no low-rank"),

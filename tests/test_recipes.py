@@ -10,6 +10,12 @@ from adapterhub.recipes import (RecipeError, Recipe, TaskSpec, TrainingSpec, app
 from test_training import write_recipe
 
 
+def test_native_pooling_from_a_recipe(workspace):
+    """``head: {pooling: native}``: the architecture's own task head, which a peft task-model export carries."""
+    r = load_recipe(write_recipe(workspace), ["tasks.sent.head={pooling: native}"])
+    assert r.tasks["sent"].head == {"pooling": "native"}
+
+
 def test_typed_access(workspace):
     r = load_recipe(write_recipe(workspace), ["output.store_prefix=exp-", "tasks.sent.primary_metric=macro_f1"])
     assert isinstance(r, Recipe) and isinstance(r.training, TrainingSpec) and isinstance(r.tasks["sent"], TaskSpec)

@@ -6,7 +6,9 @@ Sub-commands (see ``adapterhub --help``), one module per group, each adding its 
 - :mod:`.predict`: ``predict``
 - :mod:`.train`: ``train`` (also under ``accelerate launch -m adapterhub train``)
 - :mod:`.tune`: ``tune`` (hyperparameter search on Optuna)
+- :mod:`.export`: ``export`` (a stored adapter into a directory; ``--peft-task-model`` for plain peft users)
 - :mod:`.hub_commands`: ``push``, ``pull``, ``hub serve``, ``hub gc``
+- :mod:`.serve_commands`: ``serve`` (adapters over HTTP)
 - :mod:`.common`: what they share (``--store``, ``NAME@vN`` references, tables)
 
 Building the parser imports neither torch nor transformers, peft or huggingface_hub: the handlers import what
@@ -24,7 +26,7 @@ from typing import Any, Sequence
 
 from ..errors import AdapterHubError
 from ..version import __version__
-from . import hub_commands, predict, store_commands, train, tune
+from . import export, hub_commands, predict, serve_commands, store_commands, train, tune
 from .common import store_option_parser
 
 PROG = "adapterhub"
@@ -32,7 +34,7 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 #: the sub-command modules, in the order ``--help`` lists their commands
-COMMAND_MODULES = (store_commands, predict, train, tune, hub_commands)
+COMMAND_MODULES = (store_commands, predict, train, tune, export, hub_commands, serve_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="A frozen base model with a registry of named per-task adapters: manage the local store, "
-                    "predict, train, tune, push, pull, hub serve.")
+                    "predict, train, tune, export, push, pull, hub serve, serve.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:

@@ -13,12 +13,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as safetensors_load, save_file
 
 from ..atomic import atomic_dir, sweep_stale
-from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
+from .card import (CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard,
+                   read_json)
 from ..errors import AdapterFileError
 from ..names import validate_name
 from .pickles import listing, refuse_pickle_weights
 
-PREFIX = "base_model.model."
+KEY_PREFIX = "base_model.model."  # peft's key prefix of a module's tensors in adapter_model.safetensors
+PREFIX = KEY_PREFIX  # its former name
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)  # hashed in the card
 
 
@@ -30,20 +32,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterFileError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise AdapterFileError(f"{path}: expected a JSON object")
-    return d
-
-
-def write_json(path: Path, d: dict[str, Any]) -> None:
-    path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, d: dict[str, Any], sort_keys: bool = True) -> None:
+    """``sort_keys=False``: the top level sorted, nested mappings in their own order (peft's rank/alpha patterns:
+    the first matching key wins, so their order is part of their meaning)."""
+    if not sort_keys:
+        d = dict(sorted(d.items()))
+    path.write_text(json.dumps(d, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def read_safetensors(path: Path, what: str, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -103,9 +97,9 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
     """``base_model.model.<path>.<suffix>`` -> {path: {suffix: tensor}}; unknown key shapes raise."""
     per_module: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in state.items():
-        if not key.startswith(PREFIX):
-            raise AdapterFileError(f"{WEIGHTS_FILE}: key {key!r} does not start with {PREFIX!r}")
-        rest = key[len(PREFIX):]
+        if not key.startswith(KEY_PREFIX):
+            raise AdapterFileError(f"{WEIGHTS_FILE}: key {key!r} does not start with {KEY_PREFIX!r}")
+        rest = key[len(KEY_PREFIX):]
         for suf in sorted(suffixes, key=len, reverse=True):
             if rest.endswith("." + suf):
                 per_module.setdefault(rest[: -len(suf) - 1], {})[suf] = t
@@ -176,6 +170,6 @@ def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard
     return card
 
 
-__all__ = ["ADAPTER_FILES", "verify_adapter_dir", "CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "PREFIX",
+__all__ = ["ADAPTER_FILES", "verify_adapter_dir", "CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "KEY_PREFIX",
            "read_json", "write_json", "write_dir_atomically", "read_safetensors", "refuse_pickle_only", "write_safetensors", "sha256_file",
            "split_module_keys"]

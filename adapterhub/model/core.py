@@ -16,7 +16,7 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import forwarding, loading, merging, predicting, state, writing
+from . import forwarding, loading, merging, peft_export, peft_import, predicting, state, writing
 from .arguments import check_labels
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
@@ -43,6 +43,7 @@ class AdapterModel(nn.Module):
         self.base = base
         self.base.requires_grad_(False)
         self.module_map = ModuleMap(base)  # path -> module, kept current as modules are wrapped and unwrapped
+        self.inputs = self.module_map.inputs  # the site of input-level adapters (prefix tuning), a submodule
         self.tokenizer = tokenizer
         cfg = getattr(base, "config", None)
         self.base_id = base_id or getattr(cfg, "_name_or_path", "") or type(base).__name__
@@ -115,9 +116,10 @@ class AdapterModel(nn.Module):
         self.check_new_name(name)
         method = method_for(config)
         config.validate()
+        config = method.resolve_config(config, self.base)
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
-        head = build_head(task, self.hidden_size, check_labels(labels), **head_options)
+        head = build_head(task, self.hidden_size, check_labels(labels), base=self.base, **head_options)
         targets = method.resolve_targets(config, self.base)
         units = build_units(self.module_map, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)
@@ -307,10 +309,18 @@ class AdapterModel(nn.Module):
         writing.write_adapter_files(self, name, directory, convert_to, metrics, extra)
 
     def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
-                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None,
+                     peft_task_model: bool = False, lora_only: bool = False) -> Path:
         """Save to ``directory`` atomically (written to a temp dir, then renamed into place). ``convert_to``: as the
-        equivalent adapter of another method (e.g. ``"lora"`` for AdaLoRA); ``metrics``/``extra``: for the card."""
+        equivalent adapter of another method (e.g. ``"lora"`` for AdaLoRA); ``metrics``/``extra``: for the card.
+        ``peft_task_model``: for plain peft users (``AutoPeftModelFor<Task>``; the head as ``modules_to_save``;
+        ``lora_only``: without the head): see :mod:`.peft_export`."""
         self.entry(name)
+        if peft_task_model or lora_only:
+            if convert_to is not None:
+                raise AdapterHubError("convert_to= and peft_task_model= are exclusive: convert, load, then export")
+            return write_dir_atomically(directory, overwrite, lambda tmp: peft_export.write_peft_task_export(
+                self, name, tmp, lora_only, metrics, extra))
         return write_dir_atomically(directory, overwrite, lambda tmp: writing.write_adapter_files(
             self, name, tmp, convert_to, metrics, extra))
 
@@ -330,8 +340,8 @@ class AdapterModel(nn.Module):
                      adapters: str | list[str] | None = None, token: str | None = None,
                      endpoint: str | None = None, progress: bool = True, replace: bool = False,
                      trainable: bool = False):
-        """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
-        multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
+        """Load from a directory (adapterhub's, or a plain peft adapter: see :mod:`.peft_import`), a local store
+        entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
         load leaves the registry exactly as it was. ``replace=True`` swaps in a new version of a loaded adapter
         atomically: forwards already running finish on the old version, later ones use the new one. The adapter is
         held in banks for inference (loaded by copying its tensors; no modules); ``trainable=True`` loads it as
@@ -345,7 +355,8 @@ class AdapterModel(nn.Module):
         if revision is not None or adapters is not None:
             raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
         directory = loading.locate(source, version, store)
-        got = loading.read_adapter(self, directory, name, allow_base_mismatch, replace=replace, trainable=trainable)
+        got = peft_import.read_directory(self, directory, name, allow_base_mismatch, replace=replace,
+                                         trainable=trainable)
         return self.attach_adapter(got.entry, got.units, got.head, replace=replace, rows=got.rows)
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
@@ -368,7 +379,8 @@ class AdapterModel(nn.Module):
         return self.merge_state.name if self.merge_state is not None else None
 
     def merge(self, name: str) -> None:
-        """Fold linear adapter ``name`` into the base weights (serves only it until :meth:`unmerge`)."""
+        """Fold adapter ``name`` into the base weights (serves only it until :meth:`unmerge`); methods whose units fold
+        (LoRA, IA3, ...: ``Method.mergeable``)."""
         merging.merge(self, name)
 
     def unmerge(self) -> str | None:

@@ -1,8 +1,8 @@
 """Merge, unmerge, export and combine: functions over an :class:`~adapterhub.model.AdapterModel` (its methods of
 the same names call them), through its public API.
 
-- :func:`merge` / :func:`unmerge`: fold one linear adapter into the base weights for zero-overhead inference, and
-  restore the base bit for bit (the backup lives in ``model.merge_state``);
+- :func:`merge` / :func:`unmerge`: fold one adapter into the base weights for zero-overhead inference (methods
+  whose units fold: ``Method.mergeable``), and restore the base bit for bit (the backup lives in ``model.merge_state``);
 - :func:`export_merged`: write a standalone transformers model directory with one adapter folded in (plus the
   tokenizer, and the task head for classification adapters);
 - :func:`combine`: a new adapter of the factor-holding method from a weighted combination of linear adapters
@@ -29,7 +29,7 @@ from ..heads import SEQ_CLS, TOKEN_CLS, head_from_config
 from ..merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_delta, lowrank_sum_factors,
                      truncated_svd)
 from ..methods import factor_method, methods
-from ..routing import AdaptedLinear
+from ..routing import AdaptedLinear, linear_view, stored_weight
 from .entry import AdapterEntry
 from .units import build_units, unwrap_all
 
@@ -42,7 +42,7 @@ class MergeState:
     """The adapter folded into the base, and each touched module's original weight."""
 
     name: str
-    backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]
+    backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]]  # path -> (module, weight, bias)
 
 
 def require_linear(model, name: str, what: str) -> AdapterEntry:
@@ -55,22 +55,28 @@ def require_linear(model, name: str, what: str) -> AdapterEntry:
     return e
 
 
-def _folded(w: torch.Tensor, method, unit) -> torch.Tensor:
-    """``W + scale * B @ A`` computed in float64 on CPU / float32 elsewhere, cast back to ``W``'s dtype."""
-    a, b, scale = method.lowrank_factors(unit)
-    delta = lowrank_delta(a, b, scale, compute_dtype(w.device))
-    return (w.detach().to(delta.dtype) + delta.to(w.device)).to(w.dtype)
+def require_mergeable(model, name: str) -> AdapterEntry:
+    """The entry of ``name`` if its method folds into the base weights (:attr:`Method.mergeable`), else a refusal
+    that says why (the method's ``nonlinear_effect``)."""
+    e = model.entry(name)
+    if not e.method.mergeable:
+        ok = sorted(n for n, m in methods().items() if m.mergeable)
+        raise AdapterHubError(f"adapter {name!r} is a {e.method.name} adapter: {e.method.nonlinear_effect}, so it "
+                              f"cannot be merged into the base weights; only adapters that fold into them "
+                              f"({', '.join(ok)}) can")
+    return e
 
 
 # ----------------------------------------------------------------------------------------------------
 # merge / unmerge
 # ----------------------------------------------------------------------------------------------------
 def merge(model, name: str) -> None:
-    """Fold linear adapter ``name`` into the base: ``W += scale * B @ A`` on each Linear it targets. Until
-    :func:`unmerge`, the model serves only ``name`` (its unit is skipped, its delta being in ``W``): a batch
-    routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the merged unit
-    gets no gradient while merged); not to be run concurrently with requests (it rewrites base weights)."""
-    e = require_linear(model, name, "merged into the base weights")
+    """Fold adapter ``name`` into the base (its method's ``fold``: ``W += scale * B @ A`` for low-rank methods) on each
+    Linear it targets. Until :func:`unmerge`, the model serves only ``name`` (its unit is skipped, its delta being in
+    ``W``): a batch routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the
+    merged unit gets no gradient while merged); not to be run concurrently with requests (it rewrites base
+    weights)."""
+    e = require_mergeable(model, name)
     current = model.merged
     if current is not None:
         if current == name:
@@ -83,13 +89,16 @@ def merge(model, name: str) -> None:
         if not mod.base_layer.weight.is_floating_point():
             raise AdapterHubError(f"cannot merge into {path!r}: its weight is {mod.base_layer.weight.dtype}, "
                                   "not a floating-point tensor (quantized base?)")
-    backup: dict[str, tuple[AdaptedLinear, torch.Tensor]] = {}
+    backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]] = {}
     with torch.no_grad():
         try:
             for path, mod in mods.items():
-                w = mod.base_layer.weight
-                backup[path] = (mod, w.detach().clone())
-                w.copy_(_folded(w, e.method, units[path]))
+                w, b = linear_view(mod.base_layer).weight, mod.base_layer.bias  # [out, in] (a view for Conv1D)
+                backup[path] = (mod, w.detach().clone(), None if b is None else b.detach().clone())
+                new_w, new_b = e.method.fold(w, b, units[path])
+                w.copy_(new_w)
+                if new_b is not b:
+                    b.copy_(new_b)
                 mod.merged_name = key
         except BaseException:
             _restore(backup)
@@ -97,10 +106,12 @@ def merge(model, name: str) -> None:
     model.merge_state = MergeState(name, backup)
 
 
-def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]) -> None:
+def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]]) -> None:
     with torch.no_grad():
-        for mod, original in backup.values():
-            mod.base_layer.weight.copy_(original)
+        for mod, weight, bias in backup.values():
+            linear_view(mod.base_layer).weight.copy_(weight)
+            if bias is not None:
+                mod.base_layer.bias.copy_(bias)
             mod.merged_name = None
 
 
@@ -125,23 +136,29 @@ def clean_base_copy(model) -> nn.Module:
     clean = copy.deepcopy(model.base, memo)
     unwrap_all(clean)
     if model.merge_state is not None:
-        for path, (_mod, original) in model.merge_state.backup.items():
-            clean.get_submodule(path).weight = nn.Parameter(original, requires_grad=False)
+        for path, (_mod, weight, bias) in model.merge_state.backup.items():
+            lin = clean.get_submodule(path)
+            lin.weight = nn.Parameter(stored_weight(lin, weight), requires_grad=False)
+            if bias is not None:
+                lin.bias = nn.Parameter(bias, requires_grad=False)
     clean.requires_grad_(False)
     return clean
 
 
 def export_merged(model, name: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write a standalone transformers model directory: the base with linear adapter ``name`` folded in (no
+    """Write a standalone transformers model directory: the base with adapter ``name`` folded in (no
     adapterhub wrapper; loads with ``AutoModel``/``AutoModelForCausalLM.from_pretrained``), its tokenizer, and for
     classification adapters the task head files. Written atomically (temp dir, then rename). The model is left as
     it is."""
-    e = require_linear(model, name, "merged into the base weights")
+    e = require_mergeable(model, name)
     clean = clean_base_copy(model)
     with torch.no_grad():
         for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
-            lin.weight = nn.Parameter(_folded(lin.weight, e.method, unit), requires_grad=False)
+            new_w, new_b = e.method.fold(linear_view(lin).weight, lin.bias, unit)
+            lin.weight = nn.Parameter(stored_weight(lin, new_w), requires_grad=False)
+            if new_b is not lin.bias:
+                lin.bias = nn.Parameter(new_b, requires_grad=False)
     head = model.entry(name).head
 
     def write(d: Path) -> None:
@@ -208,7 +225,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
     gen = torch.Generator().manual_seed(int(seed))
     factors = {}
     for path in paths:
-        lin = model.base.get_submodule(path).base_layer
+        lin = linear_view(model.base.get_submodule(path).base_layer)
         dev, cdt = lin.weight.device, compute_dtype(lin.weight.device)
         if method in ("linear", "svd"):
             fl, ws = [], []
@@ -237,7 +254,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
 
 def _combined_head(model, names: list[str], weights: dict[str, float]):
     first = model.entry(names[0]).head
-    head = head_from_config(first.config(), model.hidden_size)
+    head = head_from_config(first.config(), model.hidden_size, base=model.base)
     ref = next(first.parameters(), None)
     if ref is not None:
         head.to(dtype=ref.dtype)

@@ -66,6 +66,10 @@ class Plan:
     entries: list[Any]
     parts: list[tuple[int, list[tuple[int, int]]]]  # per input row: (first planned row, its word spans)
 
+    def origins(self) -> list[int]:
+        """The input row of each planned row."""
+        return [i for i, (_first, spans) in enumerate(self.parts) for _ in (spans or [None])]
+
     def merge(self, preds: Sequence[Any]) -> list[Any]:
         out = []
         for first, spans in self.parts:
