@@ -302,3 +302,61 @@ def test_export_from_an_int8_base_requantizes_and_says_so(tmp_path, stored):
     with pytest.raises(AdapterHubError, match="unknown quantization mode 'int4'"):
         m.export_merged("b", tmp_path / "y", quantize="int4")
     assert not (tmp_path / "y").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# QLoRA-style training and the command line
+# ---------------------------------------------------------------------------------------------------------
+
+def test_qlora_training_on_int8_weight_only_loads_on_the_fp32_base(workspace):
+    import yaml
+
+    from adapterhub.recipes import RecipeError, load_recipe
+    from adapterhub.store import Store
+    from adapterhub.training import train_recipe
+
+    recipe = {"name": "q", "base": str(workspace / "base"), "base_quantize": "int8-weight-only",
+              "tasks": {"sent": {"type": "sequence-classification",
+                                 "data": {"type": "csv", "path": str(workspace / "sent.csv")}, "labels": LABELS,
+                                 "adapter": {"method": "lora", "r": 4, "target_modules": "all-linear"},
+                                 "max_length": 16}},
+              "training": {"steps": 30, "batch_size": 16, "lr": 2e-2, "eval_every": 15, "seed": 0},
+              "output": {"dir": str(workspace / "run")}}
+    path = workspace / "q.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=r"base_quantize: a base quantized with 'int8' cannot train"):
+        load_recipe(path, ["base_quantize=int8"])
+    with pytest.raises(RecipeError, match="base_quantize.*unknown quantization mode"):
+        load_recipe(path, ["base_quantize=nf3"])
+    results = train_recipe(load_recipe(path))
+    entry = Store().get("sent")
+    assert entry.card["extra"]["trained_on_base_quantized"] == "int8-weight-only"
+    assert results["sent"].test["accuracy"] > 0.7
+    texts = [line.split(",")[0] for line in (workspace / "sent.csv").read_text().splitlines()[1:81]]
+    q = AdapterModel.from_pretrained(str(workspace / "base"), quantize="int8-weight-only")
+    fp = AdapterModel.from_pretrained(str(workspace / "base"))
+    q.load_adapter("sent")
+    fp.load_adapter("sent")  # the fp32 fingerprint: no base mismatch
+    agree = sum(a == b for a, b in zip(q.predict(texts, adapters="sent"), fp.predict(texts, adapters="sent")))
+    assert agree / len(texts) >= 0.95
+
+
+def test_predict_quantize_on_the_command_line(tmp_path, capsys):
+    from adapterhub.cli import main
+
+    d = tmp_path / "base"
+    base, tok = tiny_bert(), make_tokenizer()
+    base.save_pretrained(d)
+    tok.save_pretrained(d)
+    m = AdapterModel(base, tok, base_id=str(d))
+    m.add_adapter("s", LoRA(r=4), labels=LABELS)
+    randomize(m, "s", 2)
+    m.store_adapter("s")
+    want = m.predict(TEXTS, adapters="s")
+    capsys.readouterr()
+    assert main(["predict", "s", *TEXTS, "--quantize", "int8", "--json"]) == 0
+    got = [r["prediction"] for r in json.loads(capsys.readouterr().out)]
+    assert sum(a == b for a, b in zip(got, want)) >= len(TEXTS) - 1
+    assert main(["predict", "s", *TEXTS, "--quantize", "int3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown quantization mode 'int3'") and "Traceback" not in err

@@ -17,6 +17,7 @@ stderr, no traceback) and on bad command lines, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any, Sequence
@@ -65,7 +66,15 @@ def _silence_stdout() -> None:
         pass
 
 
+def _quiet_library_logs() -> None:
+    """torchao (imported by transformers whenever it is installed) warns about kernels for other hardware, and
+    torch about how torchao registers an enum: noise on every command, not ours to act on."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_library_logs()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -85,6 +85,8 @@ def write_adapter(session, task: str, result: TaskResult, store=None) -> dict[st
     ``store_prefix + task``), else into ``<run_dir>/adapters/<task>``. Returns where it went."""
     recipe, model = session.recipe, session.model
     card = {"metrics": result.card_metrics(recipe.name), "extra": {"datasets": [recipe.tasks[task].data.label]}}
+    if recipe.base_quantize is not None:  # trained QLoRA-style; it loads on the full-precision base too
+        card["extra"]["trained_on_base_quantized"] = recipe.base_quantize
     if recipe.output.store:
         from ..store import Store
 
