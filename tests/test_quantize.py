@@ -186,7 +186,8 @@ def test_unknown_modes_are_refused_before_anything_changes(tmp_path):
             m.quantize(bad)
     assert m.quantization is None
     assert_same_base(m, before)
-    with pytest.raises(AdapterHubError, match=r"unknown quantization mode 'fp4'; known: \['int8', 'int8-weight-only'\]"):
+    known = r"unknown quantization mode 'fp4'; known: \['int8', 'int8-weight-only'\]"
+    with pytest.raises(AdapterHubError, match=known):
         AdapterModel.from_pretrained(str(tmp_path / "no-such-base"), quantize="fp4")  # before loading anything
 
 

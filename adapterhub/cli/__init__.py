@@ -6,6 +6,7 @@ Sub-commands (see ``adapterhub --help``), one module per group, each adding its 
 - :mod:`.predict`: ``predict``
 - :mod:`.train`: ``train`` (also under ``accelerate launch -m adapterhub train``)
 - :mod:`.hub_commands`: ``push``, ``pull``, ``hub serve``, ``hub gc``
+- :mod:`.compress_commands`: ``compress`` (a stored adapter at a lower rank)
 - :mod:`.common`: what they share (``--store``, ``NAME@vN`` references, tables)
 
 Building the parser imports neither torch nor transformers, peft or huggingface_hub: the handlers import what
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 
 from ..errors import AdapterHubError
 from ..version import __version__
-from . import hub_commands, predict, store_commands, train
+from . import compress_commands, hub_commands, predict, store_commands, train
 from .common import store_option_parser
 
 PROG = "adapterhub"
@@ -32,7 +33,7 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 #: the sub-command modules, in the order ``--help`` lists their commands
-COMMAND_MODULES = (store_commands, predict, train, hub_commands)
+COMMAND_MODULES = (store_commands, predict, train, hub_commands, compress_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="A frozen base model with a registry of named per-task adapters: manage the local store, "
-                    "predict, train, push, pull, hub serve.")
+                    "predict, train, push, pull, hub serve, compress.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:

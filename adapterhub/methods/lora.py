@@ -111,8 +111,10 @@ class LoRAMethod(Method):
     def lowrank_factors(self, unit: LoRAUnit):
         return unit.lora_A.weight, unit.lora_B.weight, unit.scaling
 
-    def factor_config(self, rank: int, targets: list[str]) -> LoRA:
-        return LoRA(r=int(rank), alpha=float(rank), dropout=0.0, target_modules=sorted(targets))
+    def factor_config(self, rank: int, targets: list[str], ranks: dict[str, int] | None = None) -> LoRA:
+        other = {p: int(r) for p, r in sorted((ranks or {}).items()) if int(r) != int(rank)}
+        return LoRA(r=int(rank), alpha=float(rank), dropout=0.0, target_modules=sorted(targets),
+                    rank_pattern=other or None, alpha_pattern={p: float(r) for p, r in other.items()} or None)
 
     def set_factors(self, unit: LoRAUnit, a: torch.Tensor, b: torch.Tensor) -> None:
         with torch.no_grad():

@@ -385,11 +385,16 @@ class AdapterModel(nn.Module):
 
     def export_merged(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
                       quantize: str | None = None) -> Path:
-        """A standalone transformers model directory with adapter ``name`` folded in (plus tokenizer and head);
-        ``quantize="int8"``: its weights int8, loading with ``from_pretrained`` (see :func:`.merging.export_merged`)."""
+        """A transformers model directory with ``name`` folded in; see :func:`.merging.export_merged`."""
         return merging.export_merged(self, name, directory, overwrite, quantize)
 
     def combine(self, weights: Mapping[str, float], name: str, method: str = "linear", rank: int | None = None,
                 density: float = 0.5, seed: int = 0) -> AdapterEntry:
         """A new adapter from a weighted combination of linear adapters; see :func:`.merging.combine`."""
         return merging.combine(self, weights, name, method, rank, density, seed)
+
+    def compress(self, name: str, new_name: str, rank: int | None = None, energy: float | None = None):
+        """``(entry, report)``: ``name`` at a lower rank as ``new_name``; see :func:`.compress.compress`."""
+        from .compress import compress
+
+        return compress(self, name, new_name, rank, energy)
