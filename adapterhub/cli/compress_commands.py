@@ -25,6 +25,8 @@ def _recipe_task(args: argparse.Namespace, store_name: str):
 
     recipe = load_recipe(args.recipe)
     if args.task is not None:
+        if args.task not in recipe.tasks:
+            raise AdapterHubError(f"recipe {recipe.name!r} has no task {args.task!r} (tasks: {sorted(recipe.tasks)})")
         return recipe, args.task
     named = [t for t in recipe.tasks if recipe.store_name(t) == store_name]
     tasks = named or list(recipe.tasks)

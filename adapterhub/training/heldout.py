@@ -12,19 +12,26 @@ from .evaluate import evaluate
 from .metrics_log import MetricsLog
 from .setup import Session, make_accelerator
 from .state import scalars
-from .tasks import prepare_task
+from .tasks import TaskData, prepare_task
 
 
-def score_adapters(recipe: Recipe, task: str, model, adapters: list[str]) -> dict[str, dict[str, Any]]:
-    """Adapter name -> its test metrics on ``recipe``'s task ``task`` (the adapters must have that task's type and
-    labels)."""
+def task_data(recipe: Recipe, task: str, tokenizer) -> TaskData:
+    """Recipe task ``task``'s data, split and encoded as for training."""
     if task not in recipe.tasks:
         raise RecipeError(f"recipe {recipe.name!r} has no task {task!r} (tasks: {sorted(recipe.tasks)})")
+    return prepare_task(recipe.tasks[task], tokenizer, recipe.training.seed, recipe.base_dir)
+
+
+def score_adapters(recipe: Recipe, task: str, model, adapters: list[str],
+                   data: TaskData | None = None) -> dict[str, dict[str, Any]]:
+    """Adapter name -> its test metrics on ``recipe``'s task ``task`` (the adapters must have that task's type and
+    labels). ``data``: the task's :func:`task_data`, when already prepared."""
+    data = data if data is not None else task_data(recipe, task, model.tokenizer)
     spec = recipe.tasks[task]
     with tempfile.TemporaryDirectory(prefix="adapterhub-test-") as tmp:
         acc = make_accelerator(recipe, Path(tmp))
         session = Session(recipe, acc, model, Path(tmp), False, MetricsLog(Path(tmp) / "metrics.jsonl", acc))
-        session.tasks[task] = data = prepare_task(spec, model.tokenizer, recipe.training.seed, recipe.base_dir)
+        session.tasks[task] = data
         for name in adapters:
             e = model.entry(name)
             if e.task != spec.type or e.head.labels != data.labels:
