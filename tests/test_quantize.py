@@ -118,6 +118,26 @@ def test_the_modes_say_whether_backward_reaches_the_inputs():
     assert x.grad is None
 
 
+def test_weight_only_backward_keeps_int8_weights_only():
+    """QLoRA-style memory: between forward and backward only the int8 weight is kept, never a dense copy; the
+    gradients (input and a trainable bias) are those of the dequantized weight."""
+    m = fresh()
+    m.quantize("int8-weight-only")
+    lin = m.base.encoder.layer[0].intermediate.dense  # [64, 32]
+    lin.bias.requires_grad_(True)
+    x = torch.randn(2, 3, 32, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append((t.dtype, tuple(t.shape))) or t,
+                                                  lambda t: t):
+        y = lin(x)
+    assert (torch.int8, (64, 32)) in saved and (torch.float32, (64, 32)) not in saved
+    y.pow(2).sum().backward()
+    xr, b = x.detach().clone().requires_grad_(True), lin.bias.detach().clone().requires_grad_(True)
+    F.linear(xr, dequantized(lin.weight), b).pow(2).sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(lin.bias.grad, b.grad)
+
+
 def test_output_head_and_its_tied_embedding_stay_full_precision():
     from transformers import LlamaConfig, LlamaForCausalLM
 

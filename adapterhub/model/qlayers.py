@@ -13,7 +13,9 @@ module never imports torchao):
   in-place passes. Its rounding has no gradient: a grad-tracking input is refused (:data:`NO_BACKWARD`), never
   silently cut off. Off the CPU, torchao's kernels run it.
 - :class:`QuantizedLinear`, weight-only: the weight is dequantized per call and the product runs in full precision:
-  exact gradients to the input (QLoRA-style training), no speed gain.
+  exact gradients to the input (QLoRA-style training), no speed gain. Backward dequantizes again rather than
+  keeping the dense weight alive between forward and backward (:class:`_DequantizedLinear`), so training holds
+  int8 weights only, as QLoRA does.
 - :class:`QuantizedEmbedding`: gathers the int8 rows first, then dequantizes only those.
 """
 from __future__ import annotations
@@ -89,13 +91,29 @@ def dynamic_int8_linear(x: torch.Tensor, q: torch.Tensor, w_scale: torch.Tensor,
     return y.reshape(*shape[:-1], q.shape[0]).to(x.dtype)
 
 
+class _DequantizedLinear(torch.autograd.Function):
+    """``x @ (q * s)^T + b`` saving ``q`` (int8) for backward, not the dense weight; no gradient for ``q``."""
+
+    @staticmethod
+    def forward(ctx, x, q, s, bias):
+        ctx.save_for_backward(q, s)
+        return F.linear(x, q.to(x.dtype) * s.to(x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx, gy):
+        q, s = ctx.saved_tensors
+        gx = gy @ (q.to(gy.dtype) * s.to(gy.dtype)) if ctx.needs_input_grad[0] else None
+        gb = gy.reshape(-1, gy.shape[-1]).sum(0) if ctx.needs_input_grad[3] else None
+        return gx, None, None, gb
+
+
 class QuantizedLinear(nn.Linear):
     """An ``nn.Linear`` holding a per-row int8 torchao weight (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
         if getattr(w, "act_quant_kwargs", None) is None:
-            return F.linear(x, dequantized(w, x.dtype), self.bias)
+            return _DequantizedLinear.apply(x, w.qdata, w.scale.reshape(-1, 1), self.bias)
         if x.requires_grad and torch.is_grad_enabled():
             raise AdapterHubError(NO_BACKWARD)
         if x.device.type != "cpu":
