@@ -155,9 +155,30 @@ def quantize(model, mode: str) -> QuantInfo:
     for path, mod in todo.items():
         mod.weight = new[path]
         adopt_module(mod)
+    _own_dense_tensors(model.base)
     n_lin = sum(isinstance(m, nn.Linear) for m in todo.values())
     model.quantization = QuantInfo(spec.name, n_lin, len(todo) - n_lin, kept, before, weight_bytes(model.base))
     return model.quantization
+
+
+def _own_dense_tensors(base: nn.Module) -> None:
+    """Give the base's tensors left dense (biases, norms, a kept head) memory of their own. Loaded from safetensors
+    they are views into the checkpoint's memory map, and any one of them keeps the whole file mapped and resident
+    (measured on MiniLM: 87 MiB of RSS kept after quantizing, for 0.1 MiB of biases). Shared tensors stay shared;
+    adapter units are left alone."""
+    copies: dict[int, torch.Tensor] = {}
+    with torch.no_grad():
+        for path, mod in base.named_modules():
+            if ".units." in f".{path}.":
+                continue
+            for table in (mod._parameters, mod._buffers):
+                for key, t in list(table.items()):
+                    if t is None or is_torchao_tensor(t):
+                        continue
+                    if id(t) not in copies:
+                        c = t.detach().clone()
+                        copies[id(t)] = nn.Parameter(c, t.requires_grad) if isinstance(t, nn.Parameter) else c
+                    table[key] = copies[id(t)]
 
 
 def adopt(base: nn.Module) -> QuantInfo | None:
