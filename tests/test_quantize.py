@@ -362,6 +362,46 @@ def test_qlora_training_on_int8_weight_only_loads_on_the_fp32_base(workspace):
     assert agree / len(texts) >= 0.95
 
 
+def test_training_refuses_a_base_that_does_not_match_or_cannot_train(workspace):
+    """A model handed to a run must be quantized as the recipe says; a base quantized with a torchao layout
+    adapterhub does not run itself (here per-tensor int8) is left to torchao, and never trained on."""
+    import yaml
+
+    from adapterhub.model.quantize import import_torchao
+    from adapterhub.recipes import RecipeError, load_recipe
+    from adapterhub.training import Trainer
+    from torchao.quantization.granularity import PerTensor
+
+    recipe = {"name": "q", "base": str(workspace / "base"), "base_quantize": "int8-weight-only",
+              "tasks": {"sent": {"type": "sequence-classification", "labels": LABELS,
+                                 "data": {"type": "csv", "path": str(workspace / "sent.csv")},
+                                 "adapter": {"method": "lora", "r": 2}}},
+              "training": {"steps": 2}, "output": {"dir": str(workspace / "run")}}
+    (workspace / "q.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match=r"base_quantize: the recipe asks for 'int8-weight-only', the given "
+                                          r"model's base is not quantized"):
+        Trainer(load_recipe(workspace / "q.yaml"), model=fresh())
+    int8 = fresh()
+    int8.quantize("int8")
+    with pytest.raises(RecipeError, match="asks for 'int8-weight-only'.*base is int8"):
+        Trainer(load_recipe(workspace / "q.yaml"), model=int8)
+    with pytest.raises(RecipeError, match="base: a base quantized with 'int8' cannot train"):
+        Trainer(load_recipe(workspace / "q.yaml", ["base_quantize=null"]), model=int8)
+    base = tiny_bert()
+    q = import_torchao()
+    q.quantize_(base, q.Int8WeightOnlyConfig(granularity=PerTensor()))
+    other = AdapterModel(base, make_tokenizer(), base_id="tiny-bert")
+    assert other.quantization.mode == "torchao" and other.quantization.linears == 0
+    assert all(r == "Int8Tensor: left to torchao's kernels" for r in other.quantization.kept.values())
+    with pytest.raises(RecipeError, match="does not run itself"):
+        Trainer(load_recipe(workspace / "q.yaml", ["base_quantize=null"]), model=other)
+    with pytest.raises(AdapterHubError, match=r"already quantized \(torchao\)"):
+        other.quantize("int8")
+    other.add_adapter("s", LoRA(r=2), labels=LABELS)
+    with torch.no_grad():
+        assert other(*batch(), adapters="s").logits["s"].shape == (5, 2)  # inference runs on torchao's kernels
+
+
 def test_predict_quantize_on_the_command_line(tmp_path, capsys):
     from adapterhub.cli import main
 
