@@ -34,7 +34,10 @@ def _format_prediction(text: str, pred: Any) -> str:
 
 def _load_base(spec: str, args: argparse.Namespace):
     from ..model import AdapterModel
+    from ..model.quantize import check_mode
 
+    if args.quantize is not None:
+        check_mode(args.quantize, "--quantize")  # before loading anything
     try:
         return AdapterModel.from_pretrained(spec, dtype=args.dtype, device=args.device, quantize=args.quantize)
     except AdapterHubError:

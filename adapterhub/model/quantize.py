@@ -64,9 +64,11 @@ class QuantInfo:
         return dataclasses.asdict(self)
 
 
-def check_mode(mode: Any) -> QuantMode:
+def check_mode(mode: Any, arg: str = "quantize") -> QuantMode:
+    """The mode named ``mode``; the error names the argument ``arg`` it came from (none: ``""``)."""
     if not isinstance(mode, str) or mode not in MODES:
-        raise AdapterHubError(f"unknown quantization mode {mode!r}; known: {sorted(MODES)}")
+        raise AdapterHubError(f"{arg + ': ' if arg else ''}unknown quantization mode {mode!r}; known: "
+                              f"{sorted(MODES)}")
     return MODES[mode]
 
 
@@ -138,8 +140,8 @@ def quantize(model, mode: str) -> QuantInfo:
     modules change only when all succeeded (a failure leaves the model as it was)."""
     spec = check_mode(mode)
     if model.quantization is not None:
-        raise AdapterHubError(f"the base is already quantized ({model.quantization.mode}); load the "
-                              "full-precision base to quantize it (again or another way)")
+        raise AdapterHubError(f"quantize={mode!r}: the base is already quantized ({model.quantization.mode}); load "
+                              "the full-precision base to quantize it (again or another way)")
     if model.merged is not None:
         raise AdapterHubError(f"adapter {model.merged!r} is merged into the base weights; call unmerge() before "
                               "quantizing the base")
@@ -204,9 +206,9 @@ def adopt(base: nn.Module) -> QuantInfo | None:
     return QuantInfo(mode, lin, emb, {**kept, **other}, None, weight_bytes(base))
 
 
-def check_trainable_mode(mode: Any) -> QuantMode:
+def check_trainable_mode(mode: Any, arg: str = "base_quantize") -> QuantMode:
     """The mode, if adapters can train on a base quantized with it (its backward reaches every layer's input)."""
-    spec = check_mode(mode)
+    spec = check_mode(mode, arg)
     if not spec.trains:
         trainable = sorted(n for n, m in MODES.items() if m.trains)
         raise AdapterHubError(f"a base quantized with {mode!r} cannot train adapters: its backward does not reach "
@@ -221,7 +223,7 @@ def check_trainable(model) -> None:
         raise AdapterHubError(f"the base holds {info.mode} weights adapterhub does not run itself "
                               f"({sorted(info.kept)[:3]}); it cannot check that adapters would train correctly")
     if info is not None:
-        check_trainable_mode(info.mode)
+        check_trainable_mode(info.mode, arg="")
 
 
 @contextlib.contextmanager

@@ -255,7 +255,7 @@ class Recipe(Spec):
     def _quantize_trains(cls, mode: str | None) -> str | None:
         if mode is not None:
             try:
-                check_trainable_mode(mode)
+                check_trainable_mode(mode, arg="")  # the error already starts with the field
             except AdapterHubError as e:
                 raise ValueError(str(e)) from None
         return mode
