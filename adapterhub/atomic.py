@@ -10,7 +10,9 @@ so a crash (even a power loss) leaves the old state or the new one, never half o
   publishing step needs its own handling (e.g. "another process finished first");
   ``replace=False`` creates a new directory and raises :class:`~adapterhub.errors.TargetExistsError` if it exists,
   ``replace=True`` swaps an existing one out;
-- removal: :func:`discard` moves a path aside (atomically) before deleting it.
+- removal: :func:`discard` moves a path aside (atomically) before deleting it;
+- crash leftovers: :func:`sweep_stale` removes the temp entries of writers that died (and puts back a directory
+  whose overwrite swap was cut between its two renames); callers sweep a directory before they write in it.
 
 OS errors propagate as :class:`OSError` (they name the paths); callers turn them into their own errors.
 """
@@ -29,10 +31,11 @@ TMP_PREFIX = ".tmp-"
 
 
 def tmp_path(target: str | os.PathLike, tag: str = "", directory: str | os.PathLike | None = None) -> Path:
-    """A fresh temporary name for ``target``: ``.tmp-<tag><name>-<random>``, beside it (or in ``directory``)."""
+    """A fresh temporary name for ``target``: ``.tmp-<tag><name>-<pid>-<random>``, beside it (or in ``directory``);
+    the pid names the owner, so :func:`sweep_stale` can tell a crash's leftovers from a write in progress."""
     target = Path(target)
     where = Path(directory) if directory is not None else target.parent
-    return where / f"{TMP_PREFIX}{tag}{target.name}-{uuid.uuid4().hex[:12]}"
+    return where / f"{TMP_PREFIX}{tag}{target.name}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def fsync_path(path: str | os.PathLike) -> None:
@@ -166,5 +169,78 @@ def atomic_dir(target: str | os.PathLike, *, replace: bool = False) -> Iterator[
         raise
 
 
+# ----------------------------------------------------------------------------------------------- crash leftovers
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started (Linux: its /proc entry's ctime), or None when that cannot be told."""
+    try:
+        return os.stat(f"/proc/{pid}").st_ctime
+    except OSError:
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists (another user's)
+        return True
+    return True
+
+
+def owner(entry: Path) -> int | None:
+    """The pid in a temp name made by :func:`tmp_path` (``.tmp-...-<pid>-<12 hex>``), else None."""
+    parts = entry.name.rsplit("-", 2)
+    if len(parts) == 3 and parts[1].isdigit() and len(parts[2]) == 12 and all(c in "0123456789abcdef"
+                                                                               for c in parts[2]):
+        return int(parts[1])
+    return None
+
+
+def is_stale(entry: Path) -> bool:
+    """A temp entry whose writer is gone: its owner is dead, or it is older than the live process of that pid (a
+    reused pid); one with no owner in its name is stale when older than this process."""
+    try:
+        mtime = entry.lstat().st_mtime
+    except OSError:
+        return False
+    pid = owner(entry)
+    if pid is None:
+        mine = _started(os.getpid())
+        return mine is not None and mtime < mine
+    if pid == os.getpid():
+        return False
+    if not _alive(pid):
+        return True
+    started = _started(pid)
+    return started is not None and mtime < started - 1
+
+
+def sweep_stale(directory: str | os.PathLike) -> list[Path]:
+    """Clean up after writers that died in ``directory``: an overwrite cut between its two renames (the target
+    missing, its ``.tmp-old-`` copy left) is rolled back; every other stale ``.tmp-*`` entry is deleted. Returns
+    what was removed or restored. Best effort: entries that vanish or cannot be removed are skipped."""
+    d = Path(directory)
+    try:
+        entries = sorted(p for p in d.iterdir() if p.name.startswith(TMP_PREFIX))
+    except OSError:
+        return []
+    done = []
+    for p in entries:
+        if not is_stale(p):
+            continue
+        if p.name.startswith(f"{TMP_PREFIX}old-"):
+            target = d / p.name[len(TMP_PREFIX) + 4:].rsplit("-", 2)[0]
+            if not os.path.lexists(target):
+                with contextlib.suppress(OSError):
+                    os.rename(p, target)
+                    done.append(target)
+                    continue
+        _remove(p)
+        done.append(p)
+    return done
+
+
 __all__ = ["TMP_PREFIX", "TargetExistsError", "tmp_path", "fsync_path", "fsync_tree", "discard", "publish_file",
-           "write_bytes_atomic", "write_text_atomic", "make_tmp_dir", "publish_dir", "atomic_dir"]
+           "write_bytes_atomic", "write_text_atomic", "make_tmp_dir", "publish_dir", "atomic_dir",
+           "owner", "is_stale", "sweep_stale"]

@@ -92,6 +92,18 @@ def looks_like_repo_id(source: object) -> bool:
     return is_repo_id(source, require_namespace=True)
 
 
+def names_a_directory(source: object) -> bool:
+    """The one rule for what ``load_adapter`` / ``adapterhub predict`` read from disk: a path object, or a string
+    that is absolute, starts with ``.`` or ``~``, or holds a path separator (``./ts``, ``out/ts``, ``/abs/ts``).
+    A bare name (``ts``) means the store entry, even when a directory of that name is in the working directory."""
+    if isinstance(source, os.PathLike):
+        return True
+    if not isinstance(source, str):
+        return False
+    seps = [s for s in ("/", "\\", os.sep, os.altsep) if s]
+    return os.path.isabs(source) or source.startswith((".", "~")) or any(s in source for s in seps)
+
+
 # -------------------------------------------------------------------------------------------------- paths in repos
 MAX_PATH_LEN = 1024
 
@@ -118,4 +130,4 @@ def validate_path_in_repo(path: object) -> str:
 
 
 __all__ = ["NAME_RE", "MAX_LEN", "validate_name", "RESERVED_NAMESPACES", "REPO_PART_MAX_LEN", "validate_repo_id",
-           "is_repo_id", "looks_like_repo_id", "MAX_PATH_LEN", "validate_path_in_repo"]
+           "is_repo_id", "looks_like_repo_id", "names_a_directory", "MAX_PATH_LEN", "validate_path_in_repo"]

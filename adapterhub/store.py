@@ -3,7 +3,9 @@
 Layout: ``<root>/<name>/v<N>/`` holds one adapter directory (``adapter_config.json``,
 ``adapter_model.safetensors``, ``adapter_card.json``, optional head files). Every write goes
 through :func:`adapterhub.atomic.atomic_dir` (copy into a ``.tmp-*`` sibling, fsync, ``os.rename``), so
-readers see either a whole version or none; leftover ``.tmp-*`` directories from crashes are ignored.
+readers see either a whole version or none. Leftovers of writers that died (``.tmp-*`` entries whose owner process
+is gone) are swept when a store is opened. Version numbers are never reused: ``<name>/.last-version`` records the
+highest one ever issued, so a new version after ``rm`` of the latest gets a new number.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import paths
-from .atomic import atomic_dir, discard
+from .atomic import atomic_dir, discard, sweep_stale, tmp_path, write_text_atomic
 from .files.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE
 from .errors import AdapterFileError, AdapterNameError, StoreError, TargetExistsError
 from .names import MAX_LEN as MAX_NAME_LEN, NAME_RE, validate_name  # noqa: F401  (re-exported)
@@ -26,6 +28,8 @@ from .names import MAX_LEN as MAX_NAME_LEN, NAME_RE, validate_name  # noqa: F401
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 _VERSION_DIR_RE = re.compile(r"^v([1-9][0-9]*)$")
 _VERSION_STR_RE = re.compile(r"^v?([1-9][0-9]*)$")
+LAST_VERSION_FILE = ".last-version"
+_SWEPT: set[Path] = set()  # stores swept by this process
 
 
 def parse_version(version: int | str) -> int:
@@ -78,6 +82,43 @@ class Store:
 
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root is not None else paths.store_dir()
+        if self.root not in _SWEPT:
+            _SWEPT.add(self.root)
+            self.sweep()
+
+    def sweep(self) -> list[Path]:
+        """Remove the leftovers of writers that died (temp versions, trash, scratch dirs); returns them."""
+        if not self.root.is_dir():
+            return []
+        done = sweep_stale(self.root)
+        for d in self.root.iterdir():
+            if d.is_dir() and NAME_RE.match(d.name):
+                done += sweep_stale(d)
+        return done
+
+    @contextlib.contextmanager
+    def scratch(self):
+        """A private temp directory inside the store's root (not the system temp dir: a killed process leaves
+        it where the next open of the store sweeps it), removed on exit."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        d = tmp_path(self.root / "scratch")
+        d.mkdir()
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def last_issued(self, name: str) -> int:
+        """The highest version number ever issued for ``name`` (0 if none)."""
+        try:
+            return int((self.root / name / LAST_VERSION_FILE).read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _issued(self, name: str, v: int) -> None:
+        """Record ``v`` as issued once it is in place: an ``rm`` of it later cannot hand the number out again."""
+        if v > self.last_issued(name):
+            write_text_atomic(self.root / name / LAST_VERSION_FILE, f"{v}\n")
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -135,8 +176,8 @@ class Store:
         directory: the files are written once, in place, then renamed into view; atomic. ``write`` must leave
         the required files there (else nothing is stored)."""
         validate_name(name)
-        vs = self.versions(name)
-        v = vs[-1] + 1 if vs else 1
+        v = max(self.versions(name) + [self.last_issued(name)]) + 1
+        fresh = [d for d in (self.root / name, self.root) if not d.exists()]
         while True:
             target = self.root / name / f"v{v}"
             try:
@@ -149,8 +190,21 @@ class Store:
                 v += 1
                 continue
             except OSError as e:
-                raise StoreError(f"could not store {what or name!r} as {name!r}: {e}") from e
+                self._unmake(name, fresh)
+                raise StoreError(f"could not store {what or name!r} as {name!r} ({target}): "
+                                 f"{e.strerror or e}") from e
+            except BaseException:
+                self._unmake(name, fresh)
+                raise
+            self._issued(name, v)
             return self._entry(name, v)
+
+    @staticmethod
+    def _unmake(name: str, fresh: list[Path]) -> None:
+        """After a failed first write: remove the directories it created (when still empty)."""
+        for d in fresh:
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
     def remove(self, name: str, version: int | str | None = None) -> list[StoreEntry]:
         """Remove one version of ``name`` (all when ``None``); returns what was removed."""

@@ -465,3 +465,38 @@ def test_train_missing_recipe_is_a_clean_error(capsys, tmp_path):
     pytest.importorskip("adapterhub.training.run")
     rc, out, err = run(capsys, "train", str(tmp_path / "missing.yaml"))
     assert rc == 2 and err.startswith("error: ") and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------------
+# export (for plain peft users)
+# ----------------------------------------------------------------------------------------------------
+def test_export_peft_task_model(capsys, saved_base, tmp_path):
+    """``adapterhub export NAME DIR --peft-task-model``: plain peft's AutoPeftModelForSequenceClassification loads
+    DIR alone and gives our logits; a mean-pooling head is refused, and --lora-only exports it without the head."""
+    from peft import AutoPeftModelForSequenceClassification
+
+    d, m = saved_base
+    m.add_adapter("native", LoRA(r=4), labels=["negative", "positive"], pooling="native")
+    m.add_adapter("mean", LoRA(r=4), labels=["negative", "positive"])
+    for n in ("native", "mean"):
+        randomize(m, n)
+        m.store_adapter(n)
+    rc, out, err = run(capsys, "export", "native", str(tmp_path / "out"), "--peft-task-model", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["peft_task_model"] is True
+    cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert cfg["task_type"] == "SEQ_CLS" and cfg["base_model_name_or_path"] == str(d.resolve())
+    assert cfg["modules_to_save"] == ["bert.pooler", "classifier"]
+    enc = m.tokenizer(TEXTS, padding=True, return_tensors="pt")
+    peft_model = AutoPeftModelForSequenceClassification.from_pretrained(str(tmp_path / "out")).eval()
+    with torch.no_grad():
+        ours = m(enc["input_ids"], enc["attention_mask"], adapters="native").logits["native"]
+        theirs = peft_model(**enc).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
+
+    rc, out, err = run(capsys, "export", "mean", str(tmp_path / "mean"), "--peft-task-model")
+    assert rc == 2 and "plain peft cannot reproduce it" in err and "lora_only=True" in err
+    assert not (tmp_path / "mean").exists()
+    rc, out, err = run(capsys, "export", "mean", str(tmp_path / "mean"), "--lora-only")
+    assert rc == 0, err
+    assert json.loads((tmp_path / "mean" / "adapter_config.json").read_text())["task_type"] == "FEATURE_EXTRACTION"

@@ -14,7 +14,8 @@ import pytest
 import adapterhub
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "transformers", "peft", "huggingface_hub", "accelerate", "safetensors")
+HEAVY = ("torch", "transformers", "peft", "huggingface_hub", "accelerate", "safetensors", "starlette", "uvicorn",
+         "prometheus_client")
 
 # runs main(argv) and reports, on its last stdout line, the exit code and which heavy modules got imported
 PROBE = """
@@ -34,8 +35,9 @@ def probe(tmp_path: Path, argv: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["push", "--help"], ["pull", "--help"], ["train", "--help"],
-                                  ["predict", "--help"], ["hub", "serve", "--help"], ["show", "--help"],
-                                  ["compress", "--help"], ["--version"]])
+                                  ["predict", "--help"], ["hub", "serve", "--help"], ["serve", "--help"],
+                                  ["show", "--help"], ["compress", "--help"],
+                                  ["--version"]])
 def test_help_imports_no_heavy_module(tmp_path, argv):
     assert probe(tmp_path, argv) == {"rc": 0, "heavy": []}
 

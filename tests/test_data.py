@@ -167,13 +167,18 @@ def test_causal_lm_jsonl_and_token_jsonl(tmp_path):
 @pytest.mark.parametrize("suffix", ["", ".bz2"])
 def test_conll_round_trip(tmp_path, suffix):
     text = ("-DOCSTART- -X- -X- O\n\nObama\tB-PER\nsaid\tO\n\t\nNew\tB-LOC\nYork\tI-LOC\ncity O\n   \n"
-            "London NNP B-LOC\n")  # tab or space separated; extra columns: tag is the last
+            "London B-LOC\n")  # tab or space separated
     path = _write(tmp_path / f"data.conll{suffix}", text)
     ex = load_examples({"type": "conll", "path": str(path)})
     assert ex == [{"tokens": ["Obama", "said"], "tags": ["B-PER", "O"]},
                   {"tokens": ["New", "York", "city"], "tags": ["B-LOC", "I-LOC", "O"]},
                   {"tokens": ["London"], "tags": ["B-LOC"]}]
+    assert [e.where for e in ex] == [f"{path}:3", f"{path}:6", f"{path}:10"]  # each sentence's first line
     assert load_examples({"type": "conll", "path": str(path), "limit": 1}) == ex[:1]
+    # extra middle columns (CoNLL-2003: token POS chunk tag): the tag is the last column
+    path = _write(tmp_path / f"c03.conll{suffix}", "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    assert load_examples({"type": "conll", "path": str(path)}) == [{"tokens": ["EU", "rejects"],
+                                                                    "tags": ["B-ORG", "O"]}]
     bad = _write(tmp_path / "bad.conll", "Obama\tB-PER\nlonely\n")
     with pytest.raises(AdapterHubError, match=r"bad.conll:2: expected 'token<TAB>tag'"):
         load_examples({"type": "conll", "path": str(bad)})
@@ -311,7 +316,7 @@ def test_token_alignment_first_subtoken():
     g = encode_token_classification(ex[:1], tok, labels, max_length=4)
     assert g[0]["labels"] == [-100, 2, -100, -100]
     assert decode_token_tags([0, 2, 0, 0], g[0]["word_ids"], labels, g[0]["n_words"]) == ["B-PER", "O", "O"]
-    with pytest.raises(AdapterHubError, match=r"example 0: tag 'B-MISC' is not one of the labels"):
+    with pytest.raises(AdapterHubError, match=r"example 0: word 1 'x': tag 'B-MISC' is not one of the labels"):
         encode_token_classification([{"tokens": ["x"], "tags": ["B-MISC"]}], tok, labels, 8)
 
 

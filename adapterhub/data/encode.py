@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import AdapterHubError
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS, decode_token_tags  # noqa: F401 - the one tag decoder
+from .normalize import where_of
 from .sources import normalize_task
 
 IGNORE_INDEX = -100
@@ -51,8 +52,9 @@ def _need(ex: Any, i: int, keys: tuple[str, ...], task: str) -> None:
         raise AdapterHubError(f"example {i} is not a {task} example: needs keys {list(keys)}, got {got}")
 
 
-def _unknown(value: str, i: int, allowed: Sequence[str], what: str = "label") -> AdapterHubError:
-    return AdapterHubError(f"example {i}: {what} {value!r} is not one of the labels {list(allowed)}")
+def _unknown(value: str, ex: dict, i: int, allowed: Sequence[str], what: str = "label") -> AdapterHubError:
+    """An unknown label, named with the file and line it was read from (else the example's index)."""
+    return AdapterHubError(f"{where_of(ex, i)}: {what} {value!r} is not one of the labels {list(allowed)}")
 
 
 def encode_classification(examples: Sequence[dict], tokenizer, labels: Sequence[str],
@@ -62,12 +64,33 @@ def encode_classification(examples: Sequence[dict], tokenizer, labels: Sequence[
     for i, ex in enumerate(examples):
         _need(ex, i, ("text", "label"), SEQ_CLS)
         if str(ex["label"]) not in index:
-            raise _unknown(ex["label"], i, list(index))
+            raise _unknown(ex["label"], ex, i, list(index))
     if not examples:
         return []
     enc = tokenizer([ex["text"] for ex in examples], truncation=True, max_length=_max_length(tokenizer, max_length))
     return [{"input_ids": list(enc["input_ids"][i]), "attention_mask": list(enc["attention_mask"][i]),
-             "label": index[str(ex["label"])]} for i, ex in enumerate(examples)]
+             "label": index[str(ex["label"])], "truncated": _truncated(enc, i)} for i, ex in enumerate(examples)]
+
+
+def truncation_counts(features: Sequence[dict]) -> dict[str, int]:
+    """How much of the encoded examples ``max_length`` cut off: ``{"examples", "truncated"}`` and, for token
+    classification, ``{"words", "words_cut"}`` (words with no sub-token left: never trained on or scored)."""
+    out = {"examples": len(features), "truncated": 0}
+    for f in features:
+        if "n_words" in f:
+            cut = int(f["n_words"]) - len({w for w in f["word_ids"] if w is not None})
+            out["words"] = out.get("words", 0) + int(f["n_words"])
+            out["words_cut"] = out.get("words_cut", 0) + cut
+            out["truncated"] += cut > 0
+        else:
+            out["truncated"] += bool(f.get("truncated"))
+    return out
+
+
+def _truncated(enc, i: int) -> bool:
+    """Did truncation cut row ``i`` of a (fast) tokenizer's batch encoding?"""
+    encodings = getattr(enc, "encodings", None)
+    return bool(encodings and encodings[i].overflowing)
 
 
 def encode_token_classification(examples: Sequence[dict], tokenizer, labels: Sequence[str],
@@ -77,10 +100,10 @@ def encode_token_classification(examples: Sequence[dict], tokenizer, labels: Seq
     for i, ex in enumerate(examples):
         _need(ex, i, ("tokens", "tags"), TOKEN_CLS)
         if len(ex["tokens"]) != len(ex["tags"]):
-            raise AdapterHubError(f"example {i}: {len(ex['tokens'])} tokens but {len(ex['tags'])} tags")
-        for t in ex["tags"]:
+            raise AdapterHubError(f"{where_of(ex, i)}: {len(ex['tokens'])} tokens but {len(ex['tags'])} tags")
+        for w, t in enumerate(ex["tags"]):
             if str(t) not in index:
-                raise _unknown(t, i, list(index), "tag")
+                raise _unknown(t, ex, i, list(index), f"word {w + 1} {ex['tokens'][w]!r}: tag")
     if not examples:
         return []
     if not getattr(tokenizer, "is_fast", False):
@@ -212,8 +235,8 @@ def _labels(features: list[dict], rows, pad, task: str | None = None):
 
 
 def infer_labels(examples: Sequence[dict], task: str) -> list[str]:
-    """The label set of ``examples``: sorted labels (classification); ``"O"`` then the other tags sorted
-    (token classification); ``[]`` for causal LM (it has no labels)."""
+    """The label set of ``examples``: sorted labels (classification); the tags found, sorted, ``"O"`` first when
+    it is one of them (token classification; no tag is invented); ``[]`` for causal LM (it has no labels)."""
     task = normalize_task(task)
     if task == CAUSAL_LM:
         return []
@@ -228,4 +251,4 @@ def infer_labels(examples: Sequence[dict], task: str) -> list[str]:
         found.update(str(t) for t in ex["tags"])
     if not found:
         raise AdapterHubError("no tags: the data set has no tokens")
-    return ["O"] + sorted(found - {"O"})
+    return (["O"] if "O" in found else []) + sorted(found - {"O"})

@@ -1,7 +1,11 @@
-"""Reading data files: csv/tsv, JSONL, JSON, CoNLL and Orange ``.tab``, plain or ``.bz2``/``.gz`` (by suffix)."""
+"""Reading data files: csv/tsv, JSONL and JSON, plain or ``.bz2``/``.gz`` (by suffix); the shared opening and
+decoding rules (CoNLL / CoNLL-U in :mod:`.conll`, Orange ``.tab`` in :mod:`.orange`). A file that does not decode
+with its encoding is an error naming the file, the encoding and the line."""
 from __future__ import annotations
 
 import bz2
+import codecs
+import contextlib
 import csv
 import gzip
 import io
@@ -12,7 +16,7 @@ from pathlib import Path
 from ..errors import AdapterHubError
 
 
-def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
+def open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
     """Open a text file, decompressing ``.bz2`` / ``.gz`` by suffix. ``newline=''`` so csv sees raw lines."""
     suffix = path.suffix.lower()
     if suffix == ".bz2":
@@ -22,6 +26,35 @@ def _open_text(path: Path, encoding: str = "utf-8") -> io.TextIOBase:
     return open(path, encoding=encoding, newline="")
 
 
+def _open_bytes(path: Path):
+    suffix = path.suffix.lower()
+    return bz2.open(path, "rb") if suffix == ".bz2" else gzip.open(path, "rb") if suffix == ".gz" else open(path, "rb")
+
+
+def first_undecodable_line(path: Path, encoding: str) -> tuple[int, bytes] | None:
+    """(line number, the bytes that fail) of the first line of ``path`` that does not decode, or None."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    with _open_bytes(path) as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError as e:
+                return i, raw[e.start:e.start + 4]
+    return None
+
+
+@contextlib.contextmanager
+def decoding_errors(path: Path, encoding: str) -> Iterator[None]:
+    """Turn a decoding failure inside the block into an error naming the file, its line and the encoding."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        bad = first_undecodable_line(path, encoding)
+        where, what = (f"{path}:{bad[0]}", bad[1]) if bad else (str(path), e.object[e.start:e.start + 4])
+        raise AdapterHubError(f"{where}: not valid {encoding} text ({what!r}); set the data source's 'encoding' to "
+                              "the file's encoding (e.g. encoding: latin-1)") from None
+
+
 def inner_suffix(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes]
     if suffixes and suffixes[-1] in (".bz2", ".gz"):
@@ -29,9 +62,7 @@ def inner_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-
-
-class _FieldSizeLimit:
+class FieldSizeLimit:
     """Raise csv's per-field limit for long documents (20newsgroups posts), restoring it afterwards."""
 
     def __enter__(self):
@@ -44,23 +75,24 @@ class _FieldSizeLimit:
 
 def iter_delimited(path: Path, delimiter: str, encoding: str) -> Iterator[tuple[int, dict]]:
     """Rows of a csv/tsv file with a header line, as (line number, {column: value})."""
-    with _FieldSizeLimit(), _open_text(path, encoding) as f:
+    kind = "tsv" if delimiter == "\t" else "csv"
+    with FieldSizeLimit(), open_text(path, encoding) as f:
         reader = csv.DictReader(f, delimiter=delimiter)
-        if not reader.fieldnames:
-            raise AdapterHubError(f"{path}: empty file, expected a header row of column names")
-        try:
-            for row in reader:
-                if None in row:  # more cells than header columns
-                    raise AdapterHubError(f"{path}:{reader.line_num}: row has more cells than the header's "
-                                          f"{len(reader.fieldnames)} columns {reader.fieldnames}")
-                yield reader.line_num, row
-        except csv.Error as e:
-            raise AdapterHubError(f"{path}:{reader.line_num}: malformed {('tsv' if delimiter == chr(9) else 'csv')}"
-                                  f": {e}") from e
+        with decoding_errors(path, encoding):
+            try:
+                if not reader.fieldnames:
+                    raise AdapterHubError(f"{path}: empty file, expected a header row of column names")
+                for row in reader:
+                    if None in row:  # more cells than header columns
+                        raise AdapterHubError(f"{path}:{reader.line_num}: row has more cells than the header's "
+                                              f"{len(reader.fieldnames)} columns {reader.fieldnames}")
+                    yield reader.line_num, row
+            except csv.Error as e:
+                raise AdapterHubError(f"{path}:{reader.line_num}: malformed {kind}: {e}") from e
 
 
 def iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
-    with _open_text(path, encoding) as f:
+    with open_text(path, encoding) as f, decoding_errors(path, encoding):
         for i, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -74,7 +106,7 @@ def iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
 
 
 def iter_json(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
-    with _open_text(path, encoding) as f:
+    with open_text(path, encoding) as f, decoding_errors(path, encoding):
         try:
             data = json.load(f)
         except json.JSONDecodeError as e:
@@ -87,58 +119,3 @@ def iter_json(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
         if not isinstance(row, dict):
             raise AdapterHubError(f"{path}: item {i} must be an object, got {type(row).__name__}")
         yield i, row
-
-
-def read_conll(path: Path, encoding: str = "utf-8", limit: int | None = None) -> list[dict]:
-    """CoNLL-style file: one ``token<TAB>tag`` (or ``token tag``; extra middle columns ignored, the tag
-    is the last column) per line, a blank (or whitespace-only) line between sentences; ``-DOCSTART-``
-    lines are skipped. Returns ``[{"tokens": [...], "tags": [...]}]``."""
-    out: list[dict] = []
-    tokens: list[str] = []
-    tags: list[str] = []
-    with _open_text(path, encoding) as f:
-        for i, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                if tokens:
-                    out.append({"tokens": tokens, "tags": tags})
-                    tokens, tags = [], []
-                    if limit is not None and len(out) >= limit:
-                        return out
-                continue
-            parts = line.split("\t") if "\t" in line else line.split()
-            parts = [p.strip() for p in parts]
-            if parts[0] == "-DOCSTART-":
-                continue
-            if len(parts) < 2 or not parts[0] or not parts[-1]:
-                raise AdapterHubError(f"{path}:{i}: expected 'token<TAB>tag' (or 'token tag'), got {line!r}")
-            tokens.append(parts[0])
-            tags.append(parts[-1])
-    if tokens:
-        out.append({"tokens": tokens, "tags": tags})
-    return out
-
-
-def read_orange_tab(path: Path, encoding: str = "utf-8") -> tuple[list[dict], list[str], list[str]]:
-    """Orange ``.tab`` file: three header rows (names, types, flags), then tab-separated rows.
-    Returns (rows as {name: value}, the string-typed column names, the class-flagged column names)."""
-    with _FieldSizeLimit(), _open_text(path, encoding) as f:
-        reader = csv.reader(f, dialect=csv.excel_tab)
-        try:
-            names = next(reader)
-            types = next(reader)
-            flags = next(reader)
-        except StopIteration:
-            raise AdapterHubError(f"{path}: an Orange .tab file needs 3 header rows (names, types, flags)") from None
-        types += [""] * (len(names) - len(types))
-        flags += [""] * (len(names) - len(flags))
-        string_cols = [n for n, t in zip(names, types) if t.strip().lower() in ("s", "string", "text")]
-        class_cols = [n for n, fl in zip(names, flags) if "class" in fl.split() or fl.strip() == "c"]
-        rows = []
-        for row in reader:
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) > len(names):
-                raise AdapterHubError(f"{path}:{reader.line_num}: {len(row)} cells, header has {len(names)}")
-            rows.append(dict(zip(names, row + [""] * (len(names) - len(row)))))
-    return rows, string_cols, class_cols

@@ -16,6 +16,22 @@ _TASK_ALIASES = {
 }
 
 
+class Example(dict):
+    """A normalised example (a plain dict of its fields) that remembers where it was read (``where``: the file and
+    line, or the data set row), so later errors (an unknown label after shuffling and splitting) can name it."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, fields: dict, where: str | None = None):
+        super().__init__(fields)
+        self.where = where
+
+
+def where_of(example: object, index: int) -> str:
+    """``file:line`` of an example read from a file, else ``example <index>``."""
+    return getattr(example, "where", None) or f"example {index}"
+
+
 def normalize_task(task: str) -> str:
     """Map a task name or alias (``classification``, ``ner``, ``causal_lm``, ...) to one of
     :data:`adapterhub.heads.TASKS`."""
@@ -93,7 +109,7 @@ def take(rows: Iterable[tuple[str, dict]], norm, limit: int | None) -> list[dict
     if limit == 0:
         return out
     for where, row in rows:
-        out.append(norm(row, where))
+        out.append(Example(norm(row, where), where))
         if limit is not None and len(out) >= limit:
             break
     return out

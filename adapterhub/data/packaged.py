@@ -9,8 +9,10 @@ from pathlib import Path
 from .. import packages
 from ..errors import AdapterHubError, PackageFileError
 from ..heads import SEQ_CLS, TOKEN_CLS
-from .files import iter_delimited, read_conll, read_orange_tab
+from .conll import read_conll
+from .files import iter_delimited
 from .normalize import normalizer, take
+from .orange import read_orange_tab
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,11 @@ def _read_rotten_tomatoes(path: Path, split: str, limit: int | None) -> list[dic
 
 
 def _read_20newsgroups(path: Path, split: str, limit: int | None) -> list[dict]:
-    rows, string_cols, class_cols = read_orange_tab(path)
-    if not string_cols or not class_cols:
-        raise AdapterHubError(f"{path}: expected a string (text) column and a class column; "
-                              f"found string columns {string_cols}, class columns {class_cols}")
-    tf, lf = string_cols[0], class_cols[0]
+    tab = read_orange_tab(path)
+    tf, lf = tab.text_field(), tab.label_field()
     norm = normalizer(SEQ_CLS, {"text_field": tf, "label_field": lf})
     # rows with an empty text (none in the shipped files) carry nothing to learn from
-    return take(((f"{path}:row {i}", r) for i, r in enumerate(rows) if r[tf].strip()), norm, limit)
+    return take(((f"{path}:{ln}", r) for ln, r in tab.rows if r[tf].strip()), norm, limit)
 
 
 def _read_wnut16(path: Path, split: str, limit: int | None) -> list[dict]:

@@ -2,10 +2,11 @@
 
 A source is a plain dict (from a recipe)::
 
-    {"type": "csv" | "tsv" | "jsonl" | "json" | "conll" | "tab" | "hf" | "package",
-     "path": ..., "name": ..., "split": ..., "limit": N, "task": ...,
+    {"type": "csv" | "tsv" | "jsonl" | "json" | "conll" | "conllu" | "tab" | "hf" | "package",
+     "path": ..., "name": ..., "split": ..., "limit": N, "task": ..., "encoding": ...,
      "text_field": ..., "label_field": ...,          # classification
      "tokens_field": ..., "tags_field": ...,         # token classification (jsonl / json / hf)
+     "tag_field": "upos" | "xpos",                   # token classification (conllu)
      "prompt_field": ..., "completion_field": ...}   # causal LM
 
 Every example comes out with normalised keys, by task:
@@ -14,8 +15,9 @@ Every example comes out with normalised keys, by task:
 * ``token-classification``:    ``{"tokens": list[str], "tags": list[str]}``
 * ``causal-lm``:               ``{"prompt": str, "completion": str}``
 
-Local files may be plain, ``.bz2`` or ``.gz`` (chosen by suffix; readers in :mod:`.files`). ``limit`` keeps the
-first N examples in file order. Package sources read data sets shipped inside installed Python distributions
+Local files may be plain, ``.bz2`` or ``.gz`` (chosen by suffix; readers in :mod:`.files`, :mod:`.conll`,
+:mod:`.orange`). ``limit`` keeps the first N examples in file order. A relative ``path`` (and an ``hf`` source's
+``data_files`` and local ``path``) resolves against ``base_dir``: the recipe file's directory. Package sources read data sets shipped inside installed Python distributions
 (found with ``importlib.metadata``, never imported): see :mod:`.packaged`. ``hf`` sources: :mod:`.hf`. Rows
 become examples in :mod:`.normalize`.
 """
@@ -27,34 +29,37 @@ from pathlib import Path
 
 from ..errors import AdapterHubError
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
-from .files import inner_suffix, iter_delimited, iter_json, iter_jsonl, read_conll, read_orange_tab
+from .conll import TAG_FIELDS, read_conll, read_conllu
+from .files import inner_suffix, iter_delimited, iter_json, iter_jsonl
 from .hf import hf_split_names, load_hf
 from .normalize import normalize_task, normalizer, take, task_from_row
+from .orange import read_orange_tab
 from .packaged import PACKAGE_SOURCES, PackageSource, package_file
 
-__all__ = ["SOURCE_TYPES", "load_examples", "source_splits", "normalize_task", "read_conll", "read_orange_tab",
+__all__ = ["SOURCE_TYPES", "FILE_TYPES", "load_examples", "source_splits", "normalize_task", "read_conll",
+           "read_conllu", "read_orange_tab", "resolve_path",
            "PACKAGE_SOURCES", "PackageSource", "package_file"]
 
-SOURCE_TYPES = ("csv", "tsv", "jsonl", "json", "conll", "tab", "hf", "package")
+SOURCE_TYPES = ("csv", "tsv", "jsonl", "json", "conll", "conllu", "tab", "hf", "package")
+FILE_TYPES = ("csv", "tsv", "jsonl", "json", "conll", "conllu", "tab")
 _KNOWN_KEYS = {"type", "path", "name", "split", "limit", "task", "text_field", "label_field", "tokens_field",
-               "tags_field", "prompt_field", "completion_field", "encoding", "config", "data_files", "revision",
-               "cache_dir", "delimiter"}
+               "tags_field", "tag_field", "prompt_field", "completion_field", "encoding", "config", "data_files",
+               "revision", "cache_dir", "delimiter"}
 _SUFFIX_TYPES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "json", ".conll": "conll",
-                 ".iob": "conll", ".bio": "conll", ".tab": "tab"}
+                 ".iob": "conll", ".bio": "conll", ".conllu": "conllu", ".tab": "tab"}
 
 
-def _resolve_path(source: dict, base_dir: str | os.PathLike | None) -> Path:
-    raw = source.get("path")
+def resolve_path(raw: object, base_dir: str | os.PathLike | None, key: str = "path") -> Path:
+    """A data file path from a source: ``~`` expanded, relative paths against ``base_dir``; it must be a file."""
     if not raw or not isinstance(raw, (str, os.PathLike)):
-        raise AdapterHubError(f"data source of type {source.get('type')!r} needs 'path' (a file path), "
-                              f"got {raw!r}")
+        raise AdapterHubError(f"data source needs {key!r} (a file path), got {raw!r}")
     path = Path(os.path.expanduser(os.fspath(raw)))
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     if not path.exists():
-        raise AdapterHubError(f"data file not found: {path} (source 'path': {raw!r})")
+        raise AdapterHubError(f"data file not found: {path} (source {key!r}: {raw!r})")
     if not path.is_file():
-        raise AdapterHubError(f"data source 'path' must be a file, {path} is not")
+        raise AdapterHubError(f"data source {key!r} must be a file, {path} is not")
     return path
 
 
@@ -66,7 +71,7 @@ def _declared_task(source: dict) -> str | None:
         spec = PACKAGE_SOURCES.get(str(source.get("name")))
         if spec is not None:
             return spec.task
-    if source.get("type") == "conll" or "tokens_field" in source or "tags_field" in source:
+    if source.get("type") in ("conll", "conllu") or {"tokens_field", "tags_field", "tag_field"} & set(source):
         return TOKEN_CLS
     if "prompt_field" in source or "completion_field" in source:
         return CAUSAL_LM
@@ -99,7 +104,7 @@ def _check_limit(source: dict) -> int | None:
     return limit
 
 
-def source_splits(source: dict) -> list[str]:
+def source_splits(source: dict, base_dir: str | os.PathLike | None = None) -> list[str]:
     """Split names the source itself provides (e.g. ``['test', 'train']`` for 20newsgroups); ``[]`` for a
     plain file (make splits with :func:`adapterhub.data.split_examples`)."""
     stype = source.get("type")
@@ -109,7 +114,7 @@ def source_splits(source: dict) -> list[str]:
             raise AdapterHubError(f"unknown package data set {source.get('name')!r}; known: {sorted(PACKAGE_SOURCES)}")
         return sorted(spec.files)
     if stype == "hf":
-        return sorted(hf_split_names(source))
+        return sorted(hf_split_names(source, base_dir))
     return []
 
 
@@ -128,7 +133,7 @@ def load_examples(source: dict, *, base_dir: str | os.PathLike | None = None, ta
     if source["type"] == "package":
         examples, what = _load_package(source, task_, limit)
     elif source["type"] == "hf":
-        examples = load_hf(source, task_, limit, _auto_normalizer(source))
+        examples = load_hf(source, task_, limit, _auto_normalizer(source), base_dir)
         what = f"Hugging Face data set {source.get('name') or source.get('path')!r}"
     else:
         examples, what = _load_file(source, task_, limit, base_dir)
@@ -155,6 +160,11 @@ def _checked_source(source: object, task: str | None) -> dict:
     unknown = sorted(set(source) - _KNOWN_KEYS)
     if unknown:
         raise AdapterHubError(f"unknown data source key(s) {unknown}; known: {sorted(_KNOWN_KEYS)}")
+    if "tag_field" in source and stype != "conllu":
+        raise AdapterHubError(f"'tag_field' picks the column of a conllu source, not of a {stype} source (a "
+                              "jsonl / json / hf source names its tags column with 'tags_field')")
+    if source.get("tag_field", "upos") not in TAG_FIELDS:
+        raise AdapterHubError(f"'tag_field' must be one of {sorted(TAG_FIELDS)}, got {source['tag_field']!r}")
     if task is not None:
         source["task"] = task
     return source
@@ -175,19 +185,21 @@ def _load_package(source: dict, task_: str | None, limit: int | None) -> tuple[l
 def _load_file(source: dict, task_: str | None, limit: int | None,
                base_dir: str | os.PathLike | None) -> tuple[list[dict], str]:
     stype = source["type"]
-    path = _resolve_path(source, base_dir)
+    path = resolve_path(source.get("path"), base_dir)
     encoding = source.get("encoding", "utf-8")
-    if stype == "conll":
+    if stype in ("conll", "conllu"):
         if task_ not in (None, TOKEN_CLS):
-            raise AdapterHubError(f"{path}: a conll source holds token tags (task {TOKEN_CLS!r}), not {task_!r}")
+            raise AdapterHubError(f"{path}: a {stype} source holds token tags (task {TOKEN_CLS!r}), not {task_!r}")
+        if stype == "conllu":
+            return read_conllu(path, source.get("tag_field", "upos"), encoding, limit), str(path)
         return read_conll(path, encoding, limit), str(path)
     if stype == "tab":
-        rows, string_cols, class_cols = read_orange_tab(path, encoding)
+        tab = read_orange_tab(path, encoding)
         src = dict(source)
         if task_ in (None, SEQ_CLS):
-            src.setdefault("text_field", string_cols[0] if string_cols else "text")
-            src.setdefault("label_field", class_cols[0] if class_cols else "label")
-        return take(((f"{path}:row {i}", r) for i, r in enumerate(rows)), _auto_normalizer(src), limit), str(path)
+            src["text_field"] = tab.text_field(source.get("text_field"))
+            src["label_field"] = tab.label_field(source.get("label_field"))
+        return take(((f"{path}:{ln}", r) for ln, r in tab.rows), _auto_normalizer(src), limit), str(path)
     if stype in ("csv", "tsv"):
         delim = source.get("delimiter", "," if stype == "csv" else "\t")
         rows = ((f"{path}:{ln}", r) for ln, r in iter_delimited(path, delim, encoding))

@@ -11,7 +11,8 @@ import random
 from collections.abc import Sequence
 
 from ..errors import AdapterHubError
-from .sources import load_examples, source_splits
+from .sources import FILE_TYPES, load_examples, source_splits
+
 
 def _check_fraction(name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
@@ -19,12 +20,16 @@ def _check_fraction(name: str, value) -> float:
     return float(value)
 
 
-def _count(n: int, frac: float) -> int:
-    """Examples for a held-out fraction: rounded, at least 1 when the fraction is > 0 and n >= 3."""
+def _count(n: int, frac: float, name: str) -> int:
+    """Examples for a held-out fraction, rounded. A fraction > 0 that rounds to no example is refused: a held-out
+    split of 0 (or a guessed 1 out of 3) examples gives a metric that means nothing."""
     if frac <= 0:
         return 0
     k = int(round(n * frac))
-    return max(k, 1) if n >= 3 else k
+    if k < 1:
+        raise AdapterHubError(f"{n} example(s) are too few to hold out {name}={frac:g} ({n * frac:.2f} examples): "
+                              f"give more data, a larger {name} fraction, or a {name} file ({name}: PATH)")
+    return k
 
 
 def _stratified_order(examples: Sequence[dict], rng: random.Random) -> list[int]:
@@ -71,7 +76,7 @@ def split_examples(examples: Sequence[dict], seed: int | str, validation: float 
     if validation + test >= 1:
         raise AdapterHubError(f"validation ({validation}) + test ({test}) fractions must be < 1")
     n = len(examples)
-    n_test, n_val = _count(n, test), _count(n, validation)
+    n_test, n_val = _count(n, test, "test"), _count(n, validation, "validation")
     if n - n_test - n_val < 1:
         raise AdapterHubError(f"{n} example(s) are too few to hold out validation={validation} and test={test} "
                               f"and keep any for training")
@@ -90,16 +95,24 @@ def split_examples(examples: Sequence[dict], seed: int | str, validation: float 
     return out
 
 
-def load_splits(source: dict, seed: int | str, validation: float = 0.1, test: float = 0.1, *,
-                base_dir: str | os.PathLike | None = None, task: str | None = None) -> dict[str, list[dict]]:
+def load_splits(source: dict, seed: int | str, validation: float | str | os.PathLike = 0.1,
+                test: float | str | os.PathLike = 0.1, *, base_dir: str | os.PathLike | None = None,
+                task: str | None = None) -> dict[str, list[dict]]:
     """Load a source and split it: its own ``validation``/``test`` splits where it has them (20newsgroups'
-    test file, a Hub data set's splits), the rest carved deterministically out of its ``split`` (default
-    ``train``)."""
-    own = source_splits(source)
+    test file, a Hub data set's splits), or the files given as ``validation`` / ``test`` (paths, for file
+    sources: read like the source's own ``path``), the rest carved deterministically out of its ``split``
+    (default ``train``) by the fractions given."""
+    own = source_splits(source, base_dir)
     main = source.get("split", "train")
-    existing = {}
-    for name in ("validation", "test"):
-        if name in own and name != main:
+    existing, fractions = {}, {"validation": validation, "test": test}
+    for name, given in fractions.items():
+        if isinstance(given, (str, os.PathLike)):
+            if source.get("type") not in FILE_TYPES:
+                raise AdapterHubError(f"{name}: a file path ({given!r}) is for file sources ({', '.join(FILE_TYPES)})"
+                                      f"; a {source.get('type')} source has its own splits or takes a fraction")
+            existing[name] = load_examples({**source, "path": given}, base_dir=base_dir, task=task)
+            fractions[name] = 0.0
+        elif name in own and name != main:
             existing[name] = load_examples({**source, "split": name}, base_dir=base_dir, task=task)
     train = load_examples(source, base_dir=base_dir, task=task)
-    return split_examples(train, seed, validation, test, existing)
+    return split_examples(train, seed, fractions["validation"], fractions["test"], existing)

@@ -12,8 +12,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as safetensors_load, save_file
 
-from ..atomic import atomic_dir
-from .card import CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard
+from ..atomic import atomic_dir, sweep_stale
+from .card import (CARD_FILE, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, AdapterCard,
+                   read_json)
 from ..errors import AdapterFileError
 from ..names import validate_name
 from .pickles import listing, refuse_pickle_weights
@@ -30,20 +31,12 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_json(path: Path, what: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
-    try:
-        d = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AdapterFileError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise AdapterFileError(f"{path}: expected a JSON object")
-    return d
-
-
-def write_json(path: Path, d: dict[str, Any]) -> None:
-    path.write_text(json.dumps(d, indent=2, sort_keys=True) + "\n")
+def write_json(path: Path, d: dict[str, Any], sort_keys: bool = True) -> None:
+    """``sort_keys=False``: the top level sorted, nested mappings in their own order (peft's rank/alpha patterns:
+    the first matching key wins, so their order is part of their meaning)."""
+    if not sort_keys:
+        d = dict(sorted(d.items()))
+    path.write_text(json.dumps(d, indent=2, sort_keys=sort_keys) + "\n")
 
 
 def read_safetensors(path: Path, what: str, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -92,8 +85,11 @@ def refuse_pickle_only(directory: Path) -> None:
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path),
-              metadata={"format": "pt"})
+    try:
+        save_file({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}, str(path),
+                  metadata={"format": "pt"})
+    except (SafetensorError, OSError) as e:  # disk full, read-only: safetensors does not name the file
+        raise AdapterFileError(f"could not write {path}: {e}") from None
 
 
 def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dict[str, dict[str, torch.Tensor]]:
@@ -112,16 +108,39 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
     return per_module
 
 
-def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None]) -> Path:
+def write_dir_atomically(directory: str | os.PathLike, overwrite: bool, write: Callable[[Path], None],
+                         kind_files: tuple[str, ...] = (CARD_FILE, CONFIG_FILE), kind: str = "adapter") -> Path:
     """Run ``write`` on a fresh temp dir beside ``directory``, then publish it there atomically
-    (:func:`adapterhub.atomic.atomic_dir`). An existing non-empty ``directory`` needs ``overwrite``."""
+    (:func:`adapterhub.atomic.atomic_dir`). An existing non-empty ``directory`` is replaced only with ``overwrite``
+    and only when it is a directory of this kind (holds one of ``kind_files``): never a user's other directory, the
+    working directory or one of its parents. I/O failures name the directory."""
     target = Path(directory).expanduser().resolve()
-    if target.exists() and not overwrite:
-        if not target.is_dir() or any(target.iterdir()):
-            raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
-    with atomic_dir(target, replace=True) as tmp:
-        write(tmp)
+    check_replaceable(target, overwrite, kind_files, kind)
+    sweep_stale(target.parent)
+    try:
+        with atomic_dir(target, replace=True) as tmp:
+            write(tmp)
+    except (OSError, SafetensorError) as e:
+        raise AdapterFileError(f"could not write {target}: {getattr(e, 'strerror', None) or e}") from None
     return target
+
+
+def check_replaceable(target: Path, overwrite: bool, kind_files: tuple[str, ...], kind: str) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise AdapterFileError(f"{target} exists and is not a directory; refusing to replace it")
+    if not any(target.iterdir()):
+        return
+    if not overwrite:
+        raise AdapterFileError(f"{target} exists and is not empty; pass overwrite=True to replace it")
+    cwd = Path.cwd().resolve()
+    if target == cwd or target in cwd.parents or target == Path.home().resolve():
+        raise AdapterFileError(f"{target} is the working directory, one of its parents or the home directory; "
+                               "refusing to replace it (overwrite replaces only an earlier save)")
+    if not any((target / f).is_file() for f in kind_files):
+        raise AdapterFileError(f"{target} is not an {kind} directory (it holds none of {list(kind_files)}); "
+                               "overwrite=True replaces only an earlier save, refusing to delete it")
 
 
 def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard:

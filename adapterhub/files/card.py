@@ -17,6 +17,18 @@ HEAD_WEIGHTS_FILE = "adapterhub_head.safetensors"
 FORMAT_VERSION = 1
 
 
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise AdapterFileError(f"{path.parent}: missing {path.name} ({what})")
+    try:
+        d = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AdapterFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise AdapterFileError(f"{path}: expected a JSON object")
+    return d
+
+
 @dataclasses.dataclass
 class AdapterCard:
     name: str
@@ -44,12 +56,7 @@ class AdapterCard:
     @classmethod
     def read(cls, directory: Path) -> "AdapterCard":
         path = Path(directory) / CARD_FILE
-        if not path.is_file():
-            raise AdapterFileError(f"{directory}: missing {CARD_FILE} (the adapter card)")
-        try:
-            d = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise AdapterFileError(f"{path}: not valid JSON ({e})") from None
+        d = read_json(path, "the adapter card")
         fields = {f.name for f in dataclasses.fields(cls)}
         required = {f.name for f in dataclasses.fields(cls)
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files.adapter_dir import ADAPTER_FILES, sha256_file, verify_adapter_dir  # noqa: F401 (verify: re-exported)
-from ..files.card import CARD_FILE, CONFIG_FILE, AdapterCard
+from ..files.card import CARD_FILE, CONFIG_FILE, WEIGHTS_FILE, AdapterCard
 from ..errors import AdapterFileError, RepoIdError
 from ..names import validate_name, validate_path_in_repo
 from ..files.pickles import refuse_pickle_weights
@@ -59,16 +59,25 @@ def parse_index(text: str, repo_id: str) -> dict[str, Any]:
     return index
 
 
-def check_listing(repo_id: str, present: set[str], sub: str) -> None:
+PLAIN_FILES = (CONFIG_FILE, WEIGHTS_FILE)  # a plain peft repo: what is fetched of it
+
+
+def check_listing(repo_id: str, present: set[str], sub: str, plain_ok: bool = False) -> bool:
+    """Check a repo's (or folder's) files; True when it is a plain peft adapter (allowed with ``plain_ok``)."""
     prefix = f"{sub}/" if sub else ""
     where = f"{repo_id}/{sub}" if sub else repo_id
     here = {p[len(prefix):] for p in present if p.startswith(prefix) and "/" not in p[len(prefix):]}
     refuse_pickle_weights(here, where, " (nothing was downloaded)")
     if prefix + CARD_FILE not in present:
+        if prefix + CONFIG_FILE in present and plain_ok and WEIGHTS_FILE in here:
+            return True
         if prefix + CONFIG_FILE in present:
             raise AdapterFileError(f"{where}: a plain PEFT adapter without an adapterhub card ({CARD_FILE}); "
-                                   f"adapterhub pulls only adapters pushed with their card and head")
+                                   f"adapterhub pulls only adapters pushed with their card and head into the store "
+                                   "(model.load_adapter(repo) reads plain peft repos onto a base, and the card is "
+                                   "written when it is stored)")
         raise AdapterFileError(f"{where}: not an adapterhub repo (no {CARD_FILE} and no {INDEX_FILE})")
     missing = [f for f in REPO_FILES if prefix + f not in present]
     if missing:
         raise AdapterFileError(f"{where}: missing {', '.join(missing)}")
+    return False

@@ -13,7 +13,16 @@ PIPELINE_TAGS = {SEQ_CLS: "text-classification", TOKEN_CLS: "token-classificatio
 
 
 def hub_base_model(base_model: Any) -> str | None:
-    """The base as a Hub id for the ``base_model`` field, or None (local paths, ``package:`` specs)."""
+    """The base as a Hub id for the ``base_model`` field: a Hub id as it is, a ``package:`` base as the Hub model
+    the package ships; None for local paths (and a package that is not installed here)."""
+    from ..bases import PACKAGE_PREFIX, hub_model_id
+    from ..errors import AdapterHubError
+
+    if isinstance(base_model, str) and base_model.startswith(PACKAGE_PREFIX):
+        try:
+            return hub_model_id(base_model)[0]
+        except AdapterHubError:
+            return None
     return base_model if is_repo_id(base_model, require_namespace=False) else None
 
 
@@ -33,17 +42,27 @@ def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+#: numbers in a metrics dict that are not metrics: example counts, step counters
+NOT_METRICS = frozenset({"n", "n_examples", "num_examples", "examples", "count", "support", "best_step", "steps",
+                         "step", "epoch"})
+
+
 def metric_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str, float]]:
-    """(split, metric, value) rows: the ``test`` and ``validation`` dicts the trainer writes, or flat numbers."""
+    """(split, metric, value) rows: the ``test`` and ``validation`` dicts the trainer writes, or flat numbers; the
+    example count (``n``) and step counters are not metrics."""
     rows: list[tuple[str, str, float]] = []
     for split in ("test", "validation"):
         sub = metrics.get(split)
         if isinstance(sub, Mapping):
-            rows += [(split, k, float(v)) for k, v in sub.items() if _numeric(v)]
+            rows += [(split, k, float(v)) for k, v in sub.items() if _numeric(v) and k not in NOT_METRICS]
     if not rows:
-        rows = [("", k, float(v)) for k, v in metrics.items()
-                if _numeric(v) and k not in ("best_step", "steps", "step", "epoch")]
+        rows = [("", k, float(v)) for k, v in metrics.items() if _numeric(v) and k not in NOT_METRICS]
     return rows
+
+
+def _examples(metrics: Mapping[str, Any], split: str) -> Any:
+    sub = metrics.get(split)
+    return sub.get("n") if isinstance(sub, Mapping) and _numeric(sub.get("n")) else None
 
 
 def _method(name: Any):
@@ -76,12 +95,21 @@ def module_sizes(directory: Path, method: str) -> dict[str, int]:
         return m.file_module_sizes(f)
 
 
-def _yaml(meta: dict[str, Any], eval_results: list[Any], model_name: str) -> str:
+def _yaml(meta: dict[str, Any], eval_results: list[Any], model_name: str,
+          per_model: list[tuple[str, list[Any]]] | None = None) -> str:
+    """The YAML front matter. ``per_model``: [(model name, its eval results)], one model-index entry each (a
+    multi-adapter repo: every adapter's results under its own name)."""
+    import yaml
     from huggingface_hub import ModelCardData
+    from huggingface_hub.repocard_data import eval_results_to_model_index
 
     data = ModelCardData(**{k: v for k, v in meta.items() if v not in (None, [], {})},
                          eval_results=eval_results or None, model_name=model_name if eval_results else None)
-    return data.to_yaml()
+    text = data.to_yaml()
+    entries = [eval_results_to_model_index(n, r)[0] for n, r in per_model or () if r]
+    if entries:  # written here: ModelCardData would file every result under one model name
+        text += "\n" + yaml.safe_dump({"model-index": entries}, sort_keys=False).rstrip()
+    return text
 
 
 def _eval_results(card: Mapping[str, Any], name: str | None = None) -> list[Any]:
@@ -136,14 +164,25 @@ def _usage(card: Mapping[str, Any], repo_id: str, subfolder: str | None) -> str:
     if _peft_loadable(method):
         auto = "AutoModelForCausalLM" if task == CAUSAL_LM else "AutoModel"
         sub = f', subfolder="{subfolder}"' if subfolder else ""
+        hub_base = hub_base_model(base) or base
         lines += ["With plain peft (the adapter weights only; the task head is in "
                   "`adapterhub_head.safetensors`):", "", "```python", f"from transformers import {auto}",
-                  "from peft import PeftModel", "", f'base = {auto}.from_pretrained("{base}")',
-                  f'model = PeftModel.from_pretrained(base, "{repo_id}"{sub})', "```", ""]
+                  "from peft import PeftModel", "", f'base = {auto}.from_pretrained("{hub_base}")',
+                  f'model = PeftModel.from_pretrained(base, "{repo_id}"{sub})', "```", "",
+                  f"{_peft_methods()} For the task head too, export a peft task model "
+                  f"(`adapterhub export {name} DIR --peft-task-model`: the head as `modules_to_save`, for heads "
+                  "built like the architecture's own task class) and load it with `AutoPeftModelFor<Task>`.", ""]
     else:
-        lines += [f"Plain peft has no {_display(method)} type: load this one with adapterhub.",
+        lines += [f"Plain peft has no {_display(method)} type: load this one with adapterhub. {_peft_methods()}",
                   ""]
     return "\n".join(lines)
+
+
+def _peft_methods() -> str:
+    from ..methods import methods
+
+    names = [m.display_name for m in methods().values() if m.peft_loadable]
+    return f"Plain peft loads these adapterhub methods: {', '.join(names)}."
 
 
 def _body(card: Mapping[str, Any], repo_id: str, subfolder: str | None, directory: Path | None,
@@ -175,6 +214,10 @@ def _body(card: Mapping[str, Any], repo_id: str, subfolder: str | None, director
     if rows:
         out += [f"{heading}# Evaluation", "", "| split | metric | value |", "|---|---|---|"]
         out += [f"| {s or '-'} | {m} | {_fmt(v)} |" for s, m, v in rows] + [""]
+        counts = [f"{n} {split}" for split in ("test", "validation")
+                  for n in [_examples(card.get("metrics") or {}, split)] if n is not None]
+        if counts:
+            out += [f"Evaluated on {' and '.join(counts)} examples.", ""]
     out.append(_usage(card, repo_id, subfolder))
     out += [f"{heading}# Files", "",
             f"`{CONFIG_FILE}` + `{WEIGHTS_FILE}` (the PEFT layout), `adapterhub_head.json` + "
@@ -201,11 +244,11 @@ def render_index_card(repo_id: str, index: Mapping[str, Any], cards: Mapping[str
     bases = {hub_base_model(c.get("base_model")) for c in all_cards}
     pipelines = {PIPELINE_TAGS.get(c.get("task")) for c in all_cards}
     datasets = list(dict.fromkeys(d for c in all_cards for d in _datasets(c)))
-    evals = [r for n in adapters if n in cards for r in _eval_results(cards[n], name=n)]
+    per_model = [(f"{repo_id}/{n}", _eval_results(cards[n], name=n)) for n in adapters if n in cards]
     meta = {"library_name": "peft", "base_model": next(iter(bases)) if len(bases) == 1 else None,
             "tags": _tags(all_cards) + ["multi-adapter"], "datasets": datasets,
             "pipeline_tag": next(iter(pipelines)) if len(pipelines) == 1 else None}
-    yaml_text = _yaml(meta, evals, repo_id)
+    yaml_text = _yaml(meta, [], repo_id, per_model)
     base = all_cards[0].get("base_model") if all_cards else "<base model>"
     lines = [f"# {repo_id}", "", f"{len(adapters)} adapters for `{base}` in one repo, one folder each "
              "(made with [adapterhub](https://pypi.org/project/adapterhub/)); `adapterhub_index.json` lists them.",
@@ -228,7 +271,7 @@ def render_index_card(repo_id: str, index: Mapping[str, Any], cards: Mapping[str
     if any(_peft_loadable(c.get("method")) for c in all_cards):
         auto = "AutoModelForCausalLM" if all(c.get("task") == CAUSAL_LM for c in all_cards) else "AutoModel"
         lines += ["With plain peft, one folder at a time:", "", "```python", f"from transformers import {auto}",
-                  "from peft import PeftModel", "", f'base = {auto}.from_pretrained("{base}")',
+                  "from peft import PeftModel", "", f'base = {auto}.from_pretrained("{hub_base_model(base) or base}")',
                   f'model = PeftModel.from_pretrained(base, "{repo_id}", subfolder="{first}")', "```", ""]
     return f"---\n{yaml_text}\n---\n\n" + "\n".join(lines)
 

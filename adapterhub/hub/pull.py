@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,8 +15,8 @@ from ..files.adapter_dir import sha256_file
 from ..files.card import AdapterCard
 from ..errors import AdapterFileError, HubError
 from ..names import validate_name, validate_repo_id
-from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, README_FILE, REPO_FILES, SOURCE_FILE, check_listing,
-                     read_index, verify_adapter_dir)
+from .layout import (ADAPTER_FILES, CARD_FILE, INDEX_FILE, PLAIN_FILES, README_FILE, REPO_FILES, SOURCE_FILE,
+                     check_listing, read_index, verify_adapter_dir)
 from .transport import hub_errors, make_api, progress_bar, resolve_endpoint, transfer_settings
 
 
@@ -31,6 +30,7 @@ class FetchedAdapter:
     repo_id: str
     commit: str
     endpoint: str
+    plain: bool = False  # a plain peft adapter (no card, no head): read onto a base by the model layer
 
     @property
     def source(self) -> dict[str, Any]:
@@ -60,9 +60,10 @@ def _select(repo_id: str, present: set[str], adapters: str | Sequence[str] | Non
 
 def fetch(repo_id: str, revision: str | None = None, adapters: str | Sequence[str] | None = None, *,
           token: str | bool | None = None, endpoint: str | None = None, cache_dir: str | os.PathLike | None = None,
-          progress: bool = True) -> list[FetchedAdapter]:
+          progress: bool = True, plain_ok: bool = False) -> list[FetchedAdapter]:
     """Download the chosen adapters of ``repo_id@revision`` into huggingface_hub's cache (no checks yet beyond the
-    file listing: see :func:`verify_adapter_dir`). Only the adapter files are fetched - never pickles."""
+    file listing: see :func:`verify_adapter_dir`). Only the adapter files are fetched - never pickles.
+    ``plain_ok``: a plain peft repo (config + safetensors weights, no card) is fetched too, named after the repo."""
     from huggingface_hub import snapshot_download
 
     validate_repo_id(repo_id)
@@ -78,14 +79,17 @@ def fetch(repo_id: str, revision: str | None = None, adapters: str | Sequence[st
         present = {s.rfilename for s in info.siblings or []}
         index = read_index(api, repo_id, commit, cache) if INDEX_FILE in present else None
         chosen = _select(repo_id, present, adapters, index)
-        for _, sub in chosen:
-            check_listing(repo_id, present, sub)
+        plain = {sub: check_listing(repo_id, present, sub, plain_ok) for _, sub in chosen}
         patterns = [f"{sub}/{f}" if sub else f for _, sub in chosen for f in REPO_FILES + (README_FILE,)]
         folder = Path(snapshot_download(repo_id, revision=commit, allow_patterns=patterns, endpoint=endpoint,
                                         token=token, cache_dir=cache))
     out = []
     for name, sub in chosen:
         d = folder / sub if sub else folder
+        if plain[sub]:
+            out.append(FetchedAdapter(name=repo_id.rsplit("/", 1)[-1], subfolder=sub, directory=d, repo_id=repo_id,
+                                      commit=commit, endpoint=endpoint, plain=True))
+            continue
         if name is None:  # single-adapter repo: the name is the card's
             try:
                 name = json.loads((d / CARD_FILE).read_text())["name"]
@@ -101,20 +105,21 @@ def fetch(repo_id: str, revision: str | None = None, adapters: str | Sequence[st
 
 
 def stage(fetched: Sequence[FetchedAdapter], staging: Path, progress: bool) -> list[tuple[FetchedAdapter, Path,
-                                                                                             AdapterCard]]:
-    """Copy each fetched adapter out of the cache into ``staging`` and verify the copies."""
+                                                                                             AdapterCard | None]]:
+    """Copy each fetched adapter out of the cache into ``staging`` and verify the copies against their cards (a
+    plain peft adapter has none: its card is None, the model layer reads and completes it)."""
     out = []
     bar = progress_bar(len(fetched), "Verifying sha256") if progress else None
     try:
         for i, fa in enumerate(fetched):
             d = staging / f"{i}-{fa.name}"
             d.mkdir(parents=True)
-            for f in REPO_FILES + (README_FILE,):
+            for f in PLAIN_FILES if fa.plain else REPO_FILES + (README_FILE,):
                 if (fa.directory / f).is_file():
                     shutil.copyfile(fa.directory / f, d / f)  # follows the cache's symlinks
             where = f"{fa.repo_id}@{fa.commit[:10]}" + (f"/{fa.subfolder}" if fa.subfolder else "")
-            card = verify_adapter_dir(d, where)
-            if card.name != fa.name:
+            card = None if fa.plain else verify_adapter_dir(d, where)
+            if card is not None and card.name != fa.name:
                 raise AdapterFileError(f"{where}: the index calls it {fa.name!r}, its card {card.name!r}")
             (d / SOURCE_FILE).write_text(json.dumps(fa.source, indent=2, sort_keys=True) + "\n")
             out.append((fa, d, card))
@@ -151,6 +156,6 @@ def pull(repo_id: str, revision: str | None = None, adapters: str | Sequence[str
     store = store if store is not None else Store()
     fetched = fetch(repo_id, revision, adapters, token=token, endpoint=endpoint, cache_dir=cache_dir,
                     progress=progress)
-    with tempfile.TemporaryDirectory(prefix="adapterhub-pull-") as tmp:
+    with store.scratch() as tmp:  # inside the store: a killed pull leaves nothing in the system temp dir
         staged = stage(fetched, Path(tmp), progress)
         return [store_staged(store, d, card.name) for _, d, card in staged]

@@ -9,7 +9,8 @@ plug-in object (:class:`Method`) registered with :func:`adapterhub.methods.regis
   one routing mechanism;
 - where it attaches and what it creates: :meth:`Method.resolve_targets`, :meth:`Method.create`;
 - how it reads and writes its files: :meth:`Method.to_adapter_config` / :meth:`Method.from_adapter_config` (peft's
-  config), :meth:`Method.unit_file_state` / :meth:`Method.load_unit_file_state` (peft's tensor keys),
+  config; :meth:`Method.from_peft_config` and :meth:`Method.peft_targets` for plain peft files, with
+  ``peft_fields`` / ``peft_refused`` saying which peft fields it accepts and which it refuses), :meth:`Method.unit_file_state` / :meth:`Method.load_unit_file_state` (peft's tensor keys),
   :meth:`Method.file_module_sizes` (ranks from shapes), :meth:`Method.card_extra` and
   :meth:`Method.describe_sizes` (its card summary);
 - how it trains: :meth:`Method.validate_for_training`, ``training_options`` (its ``training.*`` recipe keys) and
@@ -27,8 +28,9 @@ import torch
 from torch import nn
 
 from ..files.adapter_dir import PREFIX
-from ..errors import AdapterHubError
-from ..routing import AdaptedLinear, UnitKind
+from ..errors import AdapterFileError, AdapterHubError
+from ..routing import AdaptedLinear, UnitKind, is_linear_like
+from .peft_compat import peft_target_match
 
 
 @dataclasses.dataclass
@@ -103,20 +105,23 @@ class Method:
     size_dim: ClassVar[int] = 0
     size_label: ClassVar[str] = "rank"
     training_options: ClassVar[dict[str, tuple[Any, Any]]] = {}  # training.<key>: (types, default)
+    peft_fields: ClassVar[tuple[str, ...]] = ()  # peft config fields read from a plain peft file (see from_peft_config)
+    peft_refused: ClassVar[dict[str, tuple[tuple, str]]] = {}  # peft field -> (values accepted, why others are not)
+    peft_refused_tensors: ClassVar[dict[str, str]] = {}  # peft tensor names (a part) it does not implement -> why
 
     # --- targets -------------------------------------------------------------------------------
     def default_targets(self, config: MethodConfig, base: nn.Module) -> list[str] | str:
         raise NotImplementedError
 
     def resolve_targets(self, config: MethodConfig, base: nn.Module) -> list[str]:
-        """Full module paths (relative to the base) of the nn.Linear modules this adapter attaches to."""
+        """Full module paths (relative to the base) of the linear-like modules this adapter attaches to."""
         spec = getattr(config, "target_modules", None)
         if spec is None:
             spec = self.default_targets(config, base)
         names = match_linear_modules(base, spec)
         if not names:
             raise AdapterHubError(
-                f"{self.name}: target_modules={spec!r} matches no nn.Linear module of the base "
+                f"{self.name}: target_modules={spec!r} matches no nn.Linear module (nor Conv1D) of the base "
                 f"({type(base).__name__}); some linear modules are: {linear_module_names(base)[:8]}"
             )
         return names
@@ -133,6 +138,24 @@ class Method:
 
     def from_adapter_config(self, d: dict[str, Any]) -> MethodConfig:
         raise NotImplementedError
+
+    def from_peft_config(self, d: dict[str, Any], keys: dict[str, str] | None, where: str) -> MethodConfig:
+        """The config of a plain peft ``adapter_config.json`` ``d`` (``where`` names it in errors), with peft's
+        semantics for the modules ``keys`` it adapts (our module path -> the module's name in the peft model, whose
+        names peft's patterns match; None: the names are ours). Refuses, naming it, every field that changes the
+        computation and that this method does not implement."""
+        raise AdapterFileError(f"{where}: {self.display_name or self.name} adapters have no plain peft format")
+
+    def renamed(self, config: MethodConfig, names: dict[str, str]) -> MethodConfig:
+        """The config of the same adapter with its modules renamed (``names``: our path -> new name, e.g. the
+        module's name in a peft task model): per-module values must hold under the new names."""
+        return dataclasses.replace(config, target_modules=sorted(names.values()))
+
+    def peft_targets(self, d: dict[str, Any], keys: dict[str, str], output_paths: set[str]) -> list[str]:
+        """The module paths peft adapts for config ``d``, among ``keys`` (our path -> its name in the peft model, for
+        every linear-like layer of the base; ``output_paths``: the output embedding, which "all-linear" skips)."""
+        linear = {k for p, k in keys.items() if p not in output_paths}
+        return [p for p, k in keys.items() if peft_target_match(d, k, linear)]
 
     def unit_file_state(self, unit: nn.Module) -> dict[str, torch.Tensor]:
         """Tensors of one unit, keyed by the suffix used in files (e.g. ``lora_A.weight``)."""
@@ -262,16 +285,17 @@ def sizes_table(label: str, sizes: dict[str, int]) -> list[str]:
 
 
 def linear_module_names(base: nn.Module) -> list[str]:
-    return [n for n, m in base.named_modules() if isinstance(m, nn.Linear) and n]
+    return [n for n, m in base.named_modules() if is_linear_like(m) and n]
 
 
 def targetable_modules(base: nn.Module):
-    """(path, module) of every Linear a method may target: plain ones and already adapted ones, never the
+    """(path, module) of every linear-like layer (``nn.Linear``, ``Conv1D``) a method may target: plain ones and
+    already adapted ones, never the
     ``base_layer`` inside a wrapper nor another adapter's own layers."""
     for name, mod in base.named_modules():
         if not name or ".units." in name:
             continue
-        if isinstance(mod, AdaptedLinear) or (isinstance(mod, nn.Linear) and not name.endswith(".base_layer")):
+        if isinstance(mod, AdaptedLinear) or (is_linear_like(mod) and not name.endswith(".base_layer")):
             yield name, mod
 
 

@@ -11,10 +11,11 @@ import torch
 from torch import nn
 from torch.nn.utils import skip_init
 
-from ..errors import AdapterHubError
+from ..errors import AdapterFileError, AdapterHubError
 from .base import Method, MethodConfig, check_shapes
 from .lowrank_kind import LOWRANK, lowrank_row
-from .peft_compat import default_lora_targets, jsonable
+from .peft_compat import (LORA_IMPLEMENTED, LORA_METADATA, LORA_REFUSED, LORA_REFUSED_TENSORS, check_peft_fields,
+                          check_target_spec, default_lora_targets, jsonable, pattern_key)
 from .registry import register_method
 
 
@@ -29,11 +30,12 @@ class LoRA(MethodConfig):
     dropout: float = 0.0
     target_modules: list[str] | str | None = None
     use_rslora: bool = False
-    rank_pattern: dict[str, int] | None = None   # per-module rank overrides (peft semantics)
+    rank_pattern: dict[str, int] | None = None   # per-module rank overrides (peft semantics: first match wins)
     alpha_pattern: dict[str, float] | None = None
 
     def for_module(self, path: str) -> tuple[int, float]:
-        """(r, alpha) for one module path, honouring rank_pattern/alpha_pattern like peft (suffix match)."""
+        """(r, alpha) for one module path, honouring rank_pattern/alpha_pattern like peft: the first key, in the
+        dict's order (the file's), that matches the path as ``(.*\.)?(key)$``."""
         r = _pattern_value(self.rank_pattern, path, self.r)
         alpha = _pattern_value(self.alpha_pattern, path, self.lora_alpha)
         return int(r), float(alpha)
@@ -49,6 +51,8 @@ class LoRA(MethodConfig):
             raise AdapterHubError(f"LoRA.dropout must be in [0, 1), got {self.dropout!r}")
         if self.alpha is not None and float(self.alpha) <= 0:
             raise AdapterHubError(f"LoRA.alpha must be > 0, got {self.alpha!r}")
+        for name, types in (("rank_pattern", int), ("alpha_pattern", (int, float))):
+            _check_pattern(name, getattr(self, name), types)
 
     @property
     def lora_alpha(self) -> float:
@@ -59,15 +63,37 @@ class LoRA(MethodConfig):
         return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
 
 
-def _pattern_value(pattern: dict | None, path: str, default):
-    if not pattern:
-        return default
-    if path in pattern:
-        return pattern[path]
+def _check_pattern(name: str, pattern, types) -> None:
+    if pattern is None:
+        return
+    if not isinstance(pattern, dict):
+        raise AdapterHubError(f"LoRA.{name} must be a mapping of module pattern -> value, got {pattern!r}")
     for key, v in pattern.items():
-        if re.match(rf"(.*\.)?({key})$", path):
-            return v
-    return default
+        if isinstance(v, bool) or not isinstance(v, types) or v <= 0:
+            raise AdapterHubError(f"LoRA.{name}[{key!r}] must be a positive {'int' if types is int else 'number'}, "
+                                  f"got {v!r}")
+        try:
+            re.compile(key)
+        except (re.error, TypeError) as e:
+            raise AdapterHubError(f"LoRA.{name}: key {key!r} is not a valid regex ({e})") from None
+
+
+def _pattern_value(pattern: dict | None, path: str, default):
+    key = pattern_key(pattern, path) if pattern else None
+    return default if key is None else pattern[key]
+
+
+def _resolved_patterns(config: LoRA, keys: dict[str, str], rp: dict, ap: dict) -> tuple[dict | None, dict | None]:
+    """The patterns of a plain peft file, resolved as peft does on its module names (``keys``: our path -> peft's
+    name): kept as they are when they give every module the same (r, alpha) on our paths, else one exact entry per
+    module that differs from the defaults (peft's names may carry a prefix ours do not, e.g. ``bert.``)."""
+    want = {p: (int(_pattern_value(rp, k, config.r)), float(_pattern_value(ap, k, config.lora_alpha)))
+            for p, k in keys.items()}
+    if all(config.for_module(p) == v for p, v in want.items()):
+        return config.rank_pattern, config.alpha_pattern
+    ranks = {re.escape(p): r for p, (r, _a) in want.items() if r != config.r}
+    alphas = {re.escape(p): a for p, (_r, a) in want.items() if a != config.lora_alpha}
+    return ranks or None, alphas or None
 
 
 class LoRAUnit(nn.Module):
@@ -98,6 +124,9 @@ class LoRAMethod(Method):
     card_keys = ("r", "alpha", "dropout", "use_rslora")
     file_keys = ("lora_A.weight", "lora_B.weight")
     size_key = "lora_A.weight"
+    peft_fields = LORA_METADATA + LORA_IMPLEMENTED
+    peft_refused = LORA_REFUSED
+    peft_refused_tensors = LORA_REFUSED_TENSORS
 
     def default_targets(self, config, base):
         return default_lora_targets(base)
@@ -148,17 +177,36 @@ class LoRAMethod(Method):
         d["target_modules"] = sorted(targets)  # exact module paths: plain peft re-targets the same set
         return jsonable(d)
 
+    def renamed(self, config: LoRA, names: dict[str, str]) -> LoRA:
+        """Patterns matched our names: under new names (a task model's ``bert.`` prefix can change what an anchored
+        pattern matches) each module that differs from the defaults gets its own exact entry."""
+        if not (config.rank_pattern or config.alpha_pattern):
+            return super().renamed(config, names)
+        per = {n: config.for_module(p) for p, n in names.items()}
+        ranks = {re.escape(n): r for n, (r, _a) in per.items() if r != config.r}
+        alphas = {re.escape(n): a for n, (_r, a) in per.items() if a != config.lora_alpha}
+        return dataclasses.replace(config, target_modules=sorted(names.values()), rank_pattern=ranks or None,
+                                   alpha_pattern=alphas or None)
+
     def from_adapter_config(self, d: dict[str, Any]) -> LoRA:
-        if d.get("use_dora"):
-            raise AdapterHubError("adapter_config.json: DoRA (use_dora=true) is not supported by adapterhub")
-        for k in ("rank_pattern", "alpha_pattern"):
-            if d.get(k) is not None and not isinstance(d[k], dict):
-                raise AdapterHubError(f"adapter_config.json: {k} must be a mapping of module -> value")
+        return self.from_peft_config(d, None, "adapter_config.json")
+
+    def from_peft_config(self, d: dict[str, Any], keys: dict[str, str] | None, where: str) -> LoRA:
+        check_peft_fields(d, self.peft_fields, self.peft_refused, where)
+        check_target_spec(d, where)
+        r, alpha = d["r"], d.get("lora_alpha", 8)  # peft's default alpha; a file without r is refused
+        if isinstance(r, bool) or not isinstance(r, int) or isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise AdapterFileError(f"{where}: r must be an int and lora_alpha a number, got r={r!r}, "
+                                   f"lora_alpha={alpha!r}")
+        rp, ap = dict(d.get("rank_pattern") or {}), dict(d.get("alpha_pattern") or {})
         tm = d.get("target_modules")
-        return LoRA(r=int(d["r"]), alpha=float(d.get("lora_alpha", 8)), dropout=float(d.get("lora_dropout", 0.0)),
-                    target_modules=sorted(tm) if isinstance(tm, (list, set, tuple)) else tm,
-                    use_rslora=bool(d.get("use_rslora", False)), rank_pattern=d.get("rank_pattern") or None,
-                    alpha_pattern=d.get("alpha_pattern") or None)
+        config = LoRA(r=r, alpha=float(alpha), dropout=float(d.get("lora_dropout") or 0.0),
+                      target_modules=sorted(tm) if isinstance(tm, (list, set, tuple)) else tm,
+                      use_rslora=bool(d.get("use_rslora", False)), rank_pattern=rp or None, alpha_pattern=ap or None)
+        if keys is not None:
+            config.target_modules = sorted(keys)
+            config.rank_pattern, config.alpha_pattern = _resolved_patterns(config, keys, rp, ap)
+        return config
 
 
 register_method(LoRAMethod())

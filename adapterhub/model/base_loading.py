@@ -9,12 +9,28 @@ import torch
 from ..errors import AdapterHubError
 
 
+def load_model(cls, spec: str, dtype: torch.dtype | str | None, device: str | None, quantize: str | None):
+    """``cls.from_pretrained``: the base of ``spec`` in an ``AdapterModel`` (``cls``), quantized with ``quantize``
+    (the mode is checked before anything loads)."""
+    from .quantize import check_mode
+
+    if quantize is not None:
+        check_mode(quantize)
+    base, tok, base_id = load_base(spec, dtype, device)
+    model = cls(base, tok, base_id=base_id)
+    if quantize is not None:
+        model.quantize(quantize)
+    return model
+
+
 def load_base(spec: str, dtype: torch.dtype | str | None = None, device: str | None = None):
     """``(base, tokenizer, base id)`` for ``spec``."""
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     from ..bases import base_id, resolve_base
+    from .arguments import check_device
 
+    device = check_device(device)  # before any loading: 'cuda' without CUDA is an error naming it
     path = resolve_base(spec)
     archs = AutoConfig.from_pretrained(path).architectures or []
     causal = any(a.endswith("ForCausalLM") or a.endswith("LMHeadModel") for a in archs)

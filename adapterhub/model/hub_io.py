@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -14,7 +13,8 @@ from ..hub.pull import fetch, stage, store_staged
 from ..hub.push import PushResult, push_dirs
 from ..names import validate_name, validate_repo_id
 from .loading import ReadAdapter, check_replacement, read_adapter
-from .writing import write_adapter_files
+from .peft_import import read_plain
+from .writing import write_adapter_files, write_plain_completion
 
 
 def push(model, names: str | Sequence[str], repo_id: str, *, multi: bool | None = None, **options) -> PushResult:
@@ -25,7 +25,9 @@ def push(model, names: str | Sequence[str], repo_id: str, *, multi: bool | None 
     for n in names:
         model.entry(n)
     validate_repo_id(repo_id)
-    with tempfile.TemporaryDirectory(prefix="adapterhub-push-") as tmp:
+    from ..store import Store
+
+    with Store().scratch() as tmp:  # inside adapterhub's home: a killed push leaves nothing in the system temp dir
         dirs = []
         for n in names:
             d = Path(tmp) / n
@@ -33,6 +35,15 @@ def push(model, names: str | Sequence[str], repo_id: str, *, multi: bool | None 
             write_adapter_files(model, n, d)
             dirs.append(d)
         return push_dirs(dirs, repo_id, multi=multi, **options)
+
+
+def complete_plain(model, directory: Path, name: str | None, fa, replace: bool, allow_base_mismatch: bool):
+    """A staged plain peft adapter read onto this base (all checks; named ``name``, else after the repo), then
+    given our head files and a card (peft's own files kept byte for byte), so that it is stored like any adapter.
+    Returns the card."""
+    got = read_plain(model, directory, name, allow_base_mismatch, replace=replace, trainable=True,
+                     default_name=fa.name)
+    return write_plain_completion(model, got, directory, {"hub_source": fa.source})
 
 
 def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: str | Sequence[str] | None = None,
@@ -49,11 +60,14 @@ def load_from_hub(model, repo_id: str, revision: str | None = None, adapters: st
 
     store = store if store is not None else Store()
     fetched = fetch(repo_id, revision, adapters, token=token, endpoint=endpoint, cache_dir=cache_dir,
-                    progress=progress)
+                    progress=progress, plain_ok=True)
     if name is not None and len(fetched) != 1:
         raise AdapterNameError(f"name= renames one adapter; {repo_id} gave {len(fetched)}: pass adapters=[...]")
-    with tempfile.TemporaryDirectory(prefix="adapterhub-pull-") as tmp:
+    with store.scratch() as tmp:
         staged = stage(fetched, Path(tmp), progress)
+        staged = [(fa, d, card if card is not None else complete_plain(model, d, name, fa, replace,
+                                                                        allow_base_mismatch))
+                  for fa, d, card in staged]
         chosen: list[str] = []
         for fa, _d, card in staged:
             nm = validate_name(name or card.name)

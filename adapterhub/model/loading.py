@@ -1,5 +1,6 @@
-"""Reading an adapter directory into units and a head for a model: everything is read and checked here, and
-nothing touches the model; the model attaches the result last (all or nothing)."""
+"""Reading an adapter directory (with its card) into units and a head for a model: everything is read and checked
+here, and nothing touches the model; the model attaches the result last (all or nothing). Plain peft directories
+(no card) are read by :mod:`.peft_import`."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,11 +12,15 @@ from torch import nn
 
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, card_sha256,
                                  read_json, read_safetensors, refuse_pickle_only, split_module_keys)
+from ..heads.native import check_task_copies
 from ..files.card import AdapterCard, check_base
+from ..atomic import sweep_stale
 from ..errors import AdapterFileError, AdapterHubError, AdapterNameError, BaseMismatchError
 from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
+from ..names import names_a_directory
 from .entry import AdapterEntry
+from .peft_layout import EXPORT_INFO, is_identity, read_peft_adapter, split_file
 from .units import ModuleMap, build_units, has_module, target_linears
 
 
@@ -45,19 +50,24 @@ class ReadAdapter:
 
 
 def locate(source: str | os.PathLike, version, store) -> Path:
-    """A directory path as given, else the store entry ``source`` (at ``version``; default latest)."""
+    """The adapter directory ``source`` names, by one rule (:func:`adapterhub.names.names_a_directory`): a path
+    (``./ts``, ``out/ts``, an absolute path, a ``Path``) is a directory; a bare name is the store entry (at
+    ``version``; default latest), never a same-named directory in the working directory."""
     from ..store import Store
 
-    p = Path(source).expanduser()
-    if p.is_dir():
-        return p
+    if names_a_directory(source):
+        p = Path(source).expanduser()
+        if not p.exists():
+            sweep_stale(p.parent)  # an overwrite killed between its two renames is rolled back
+        if p.is_dir():
+            return p
+        raise AdapterFileError(f"{p} is not a directory" if p.exists() else f"no adapter directory {str(p)!r}")
     s = str(source)
     st = store or Store()
-    if "/" not in s and os.sep not in s and s in st:
+    if s in st:
         return st.get(s, version).path
-    if p.exists():
-        raise AdapterFileError(f"{p} is not a directory")
-    raise AdapterFileError(f"no adapter directory {s!r} and no store entry of that name in {st.root}")
+    here = f"; the directory ./{s} is not read for a bare name: load it as './{s}'" if Path(s).is_dir() else ""
+    raise AdapterFileError(f"no adapter named {s!r} in the store {st.root}{here}")
 
 
 def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, MethodConfig, dict]:
@@ -91,11 +101,8 @@ def _targets(mm: ModuleMap, method: Method, config: MethodConfig, spec, director
     return targets
 
 
-def _module_states(suffixes: set[str], targets: list[str], directory: Path, card: AdapterCard):
-    """{module path: {suffix: tensor}} of the weights file (read once, sha256-checked against the card)."""
-    state = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights",
-                             card_sha256(card, WEIGHTS_FILE, str(directory)))
-    per_module = split_module_keys(state, suffixes)
+def _module_states(per_module: dict[str, dict], targets: list[str], directory: Path) -> dict[str, dict]:
+    """The file's tensors of each target module: no module the config does not target, none missing."""
     extra = sorted(set(per_module) - set(targets))
     if extra:
         raise BaseMismatchError(f"{directory / WEIGHTS_FILE}: weights for modules not in adapter_config "
@@ -106,39 +113,56 @@ def _module_states(suffixes: set[str], targets: list[str], directory: Path, card
     return per_module
 
 
-def _units(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str], directory: Path,
-           card: AdapterCard) -> dict[str, nn.Module]:
-    units = build_units(mm, method, config, targets, init=False)  # every value comes from the file
-    suffixes = set(method.file_keys) or {k for u in units.values() for k in method.unit_file_state(u)}
-    per_module = _module_states(suffixes, targets, directory, card)
-    for path, unit in units.items():
-        try:
-            method.load_unit_file_state(unit, per_module[path], path)
-        except AdapterHubError as e:
-            raise BaseMismatchError(f"{directory}: {e}") from None
-    return units
+def build_read(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str], per_module: dict[str, dict],
+               trainable: bool, where) -> tuple[dict[str, nn.Module] | None, dict[str, dict] | None]:
+    """(trainable units, None) or (None, bank rows) holding the file's tensors ``per_module``, checked against the
+    base's modules (every value comes from the file)."""
+    if trainable or not method.bankable:
+        units = build_units(mm, method, config, targets, init=False)
+        for path, unit in units.items():
+            _checked(method.load_unit_file_state, where, unit, per_module[path], path)
+        return units, None
+    return None, {path: _checked(method.file_row, where, config, path, lin, per_module[path])
+                  for path, lin in target_linears(mm, targets).items()}
 
 
-def _rows(mm: ModuleMap, method: Method, config: MethodConfig, targets: list[str], directory: Path,
-          card: AdapterCard) -> dict[str, dict]:
-    linears = target_linears(mm, targets)
-    per_module = _module_states(set(method.file_keys), targets, directory, card)
-    rows = {}
-    for path, lin in linears.items():
-        try:
-            rows[path] = method.file_row(config, path, lin, per_module[path])
-        except AdapterHubError as e:
-            raise BaseMismatchError(f"{directory}: {e}") from None
-    return rows
+def _checked(fn, where, *args):
+    try:
+        return fn(*args)
+    except AdapterHubError as e:
+        raise BaseMismatchError(f"{where}: {e}") from None
 
 
-def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
+def _file_adapter(model, method: Method, config: MethodConfig, cfg_dict: dict, directory: Path, card: AdapterCard):
+    """(config, targets, tensors per module, other tensors) of the weights file, read once and sha256-checked
+    against the card. Our own layout is read as written (exact module paths); a peft task-model layout (our
+    ``peft_task_model`` exports: module names with the task model's prefix, the head as ``modules_to_save``)
+    with peft's semantics (:mod:`.peft_layout`)."""
+    tensors = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights",
+                               card_sha256(card, WEIGHTS_FILE, str(directory)))
+    if not method.file_keys:  # no declared tensor names: the units say which
+        units = build_units(model.module_map, method, config, _targets(model.module_map, method, config,
+                                                                       cfg_dict.get("target_modules"), directory))
+        suffixes = {k for u in units.values() for k in method.unit_file_state(u)}
+        targets = list(units)
+        return config, targets, _module_states(split_module_keys(tensors, suffixes), targets, directory), {}
+    modules, others = split_file(tensors, set(method.file_keys), str(directory / WEIGHTS_FILE))
+    if is_identity(modules, others, model):
+        targets = _targets(model.module_map, method, config, cfg_dict.get("target_modules"), directory)
+        target_linears(model.module_map, targets)  # the base's own layers (not another adapter's), checked first
+        return config, targets, _module_states(modules, targets, directory), {}
+    got = read_peft_adapter(model, method, cfg_dict, tensors, str(directory / CONFIG_FILE))
+    return got.config, got.targets, got.per_module, got.others
+
+
+def _head(directory: Path, card: AdapterCard, model) -> Head:
     head_cfg = read_json(directory / HEAD_CONFIG_FILE, "the task head config")
     if head_cfg.get("task") != card.task:
         raise AdapterFileError(f"{directory}: head task {head_cfg.get('task')!r} != card task {card.task!r}")
     if head_cfg.get("labels") != card.labels:
         raise AdapterFileError(f"{directory}: head labels {head_cfg.get('labels')} != card labels {card.labels}")
-    head = head_from_config(head_cfg, hidden_size, init=False)  # every value comes from the file
+    hidden_size = model.hidden_size
+    head = head_from_config(head_cfg, hidden_size, init=False, base=model.base)  # every value comes from the file
     head_state = read_safetensors(directory / HEAD_WEIGHTS_FILE, "the task head weights",
                                   card_sha256(card, HEAD_WEIGHTS_FILE, str(directory)))
     expected = head.state_dict()
@@ -158,8 +182,8 @@ def _head(directory: Path, card: AdapterCard, hidden_size: int) -> Head:
 
 def read_adapter(model, directory: Path, name: str | None = None, allow_base_mismatch: bool = False,
                  replace: bool = False, trainable: bool = False) -> ReadAdapter:
-    """Read and check the adapter in ``directory`` for ``model`` (registered as ``name``, default the card's;
-    ``replace``: may replace a loaded adapter of that name), as bank rows, or as trainable units."""
+    """Read and check the adapter in ``directory`` (with its card) for ``model`` (registered as ``name``, default
+    the card's; ``replace``: may replace a loaded adapter of that name), as bank rows, or as trainable units."""
     directory = Path(directory)
     refuse_pickle_only(directory)
     card = AdapterCard.read(directory)
@@ -167,16 +191,14 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     name = card.name if name is None else name
     check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
-    targets = _targets(model.module_map, method, config, cfg_dict.get("target_modules"), directory)
     if card.task == CAUSAL_LM and model.lm_head is None:
         raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
-    units = rows = None
-    if trainable or not method.bankable:
-        units = _units(model.module_map, method, config, targets, directory, card)
-    else:
-        rows = _rows(model.module_map, method, config, targets, directory, card)
-    head = _head(directory, card, model.hidden_size)
-    extra = {k: v for k, v in card.extra.items() if k not in method.card_extra_keys}  # rewritten on save
+    config, targets, per_module, others = _file_adapter(model, method, config, cfg_dict, directory, card)
+    units, rows = build_read(model.module_map, method, config, targets, per_module, trainable, directory)
+    head = _head(directory, card, model)
+    check_task_copies(head, others, model.base, str(directory / WEIGHTS_FILE))
+    extra = {k: v for k, v in card.extra.items()  # rewritten on save
+             if k not in method.card_extra_keys and k != EXPORT_INFO}
     entry = AdapterEntry(name, config, method, card.task, targets, metrics=dict(card.metrics),
                          source=str(directory), extra=extra)
     return ReadAdapter(entry, units, rows, head)

@@ -29,7 +29,7 @@ from ..heads import SEQ_CLS, TOKEN_CLS, head_from_config
 from ..merge import (COMBINE_METHODS, combine_deltas, compute_dtype, lowrank_delta, lowrank_sum_factors,
                      truncated_svd)
 from ..methods import factor_method, methods
-from ..routing import AdaptedLinear
+from ..routing import AdaptedLinear, linear_view, stored_weight
 from .entry import AdapterEntry
 from .units import build_units, unwrap_all
 
@@ -93,7 +93,7 @@ def merge(model, name: str) -> None:
     with torch.no_grad():
         try:
             for path, mod in mods.items():
-                w = mod.base_layer.weight
+                w = linear_view(mod.base_layer).weight  # [out, in] (a transposed view for a Conv1D)
                 backup[path] = (mod, w.detach().clone())
                 w.copy_(_folded(w, e.method, units[path]))
                 mod.merged_name = key
@@ -106,7 +106,7 @@ def merge(model, name: str) -> None:
 def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]) -> None:
     with torch.no_grad():
         for mod, original in backup.values():
-            mod.base_layer.weight.copy_(original)
+            linear_view(mod.base_layer).weight.copy_(original)
             mod.merged_name = None
 
 
@@ -132,7 +132,8 @@ def clean_base_copy(model) -> nn.Module:
     unwrap_all(clean)
     if model.merge_state is not None:
         for path, (_mod, original) in model.merge_state.backup.items():
-            clean.get_submodule(path).weight = nn.Parameter(original, requires_grad=False)
+            lin = clean.get_submodule(path)
+            lin.weight = nn.Parameter(stored_weight(lin, original), requires_grad=False)
     clean.requires_grad_(False)
     return clean
 
@@ -159,7 +160,8 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
     with torch.no_grad():
         for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
-            lin.weight = nn.Parameter(_folded(lin.weight, e.method, unit), requires_grad=False)
+            folded = _folded(linear_view(lin).weight, e.method, unit)
+            lin.weight = nn.Parameter(stored_weight(lin, folded), requires_grad=False)
     head = model.entry(name).head
 
     def write(d: Path) -> None:
@@ -177,7 +179,8 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
                                           "labels": head.labels, "base_model": model.base_id,
                                           "method_config": e.config.to_dict(), "quantization": quant})
 
-    return write_dir_atomically(directory, overwrite, write)
+    return write_dir_atomically(directory, overwrite, write, kind_files=(MERGED_INFO_FILE, "config.json"),
+                                kind="exported model")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -205,6 +208,7 @@ def combine(model, weights: Mapping[str, float], name: str, method: str = "linea
     keys = {e.key for e in entries}
     paths = [p for p, m in model.base.named_modules()  # module order
              if isinstance(m, AdaptedLinear) and any(m.holds(k) for k in keys)]
+    _check_rank(model, paths, rank)
     if rank is None:
         ranks = [int(e.method.lowrank_factors(next(iter(units[n].values())))[0].shape[0]) for n, e in
                  zip(names, entries)]
@@ -228,7 +232,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
     gen = torch.Generator().manual_seed(int(seed))
     factors = {}
     for path in paths:
-        lin = model.base.get_submodule(path).base_layer
+        lin = linear_view(model.base.get_submodule(path).base_layer)
         dev, cdt = lin.weight.device, compute_dtype(lin.weight.device)
         if method in ("linear", "svd"):
             fl, ws = [], []
@@ -257,7 +261,7 @@ def _combined_factors(model, names, entries, units, weights, paths, method, rank
 
 def _combined_head(model, names: list[str], weights: dict[str, float]):
     first = model.entry(names[0]).head
-    head = head_from_config(first.config(), model.hidden_size)
+    head = head_from_config(first.config(), model.hidden_size, base=model.base)
     ref = next(first.parameters(), None)
     if ref is not None:
         head.to(dtype=ref.dtype)
@@ -282,6 +286,8 @@ def _check_combine(model, weights, name, method, rank, density, seed) -> dict[st
         if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(float(w)):
             raise AdapterHubError(f"combine: the weight of {n!r} must be a finite number, got {w!r}")
         out[n] = float(w)
+    if all(w == 0 for w in out.values()):
+        raise AdapterHubError(f"combine: every weight is 0 ({weights!r}): the combination would be no adapter")
     if method not in COMBINE_METHODS:
         raise AdapterHubError(f"combine: unknown method {method!r}; known: {list(COMBINE_METHODS)}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
@@ -292,6 +298,18 @@ def _check_combine(model, weights, name, method, rank, density, seed) -> dict[st
         raise AdapterHubError(f"combine: seed must be an int, got {seed!r}")
     model.check_new_name(name)
     return out
+
+
+def _check_rank(model, paths: list[str], rank: int | None) -> None:
+    """A rank above a combined layer's size would store more than the full delta: refused, naming the layer."""
+    if rank is None:
+        return
+    for path in paths:
+        lin = model.base.get_submodule(path).base_layer
+        full = min(int(lin.in_features), int(lin.out_features))
+        if rank > full:
+            raise AdapterHubError(f"combine: rank={rank} is above the size of layer {path!r} ({lin.in_features} -> "
+                                  f"{lin.out_features}: at most rank {full})")
 
 
 def _check_compatible(model, names: list[str], entries: list[AdapterEntry]) -> None:

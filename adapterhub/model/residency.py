@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Iterable
+import time
+from typing import Callable, Iterable
 
 from ..errors import AdapterHubError, AdapterNameError
 
@@ -22,6 +23,7 @@ class Residency:
         self._loading: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.loads = self.evictions = 0
+        self.on_load: Callable[[str, float], None] | None = None  # (name, seconds) after each load (metrics)
 
     def touch(self, names: Iterable[str]) -> None:
         with self._lock:
@@ -40,8 +42,11 @@ class Residency:
             with lock:  # one load per name: the others wait for it and find it loaded
                 if self.model.find(n) is None:
                     self._make_room(keep=set(wanted))
+                    t0 = time.perf_counter()
                     self.model.load_adapter(n, store=self.store)
                     self.loads += 1
+                    if self.on_load is not None:
+                        self.on_load(n, time.perf_counter() - t0)
 
     def _make_room(self, keep: set[str]) -> None:
         if self.max_resident is None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import BaseMismatchError
 from ..methods import Method, MethodConfig
-from ..routing import AdaptedLinear
+from ..routing import AdaptedLinear, is_linear_like, linear_view
 
 
 class ModuleMap:
@@ -64,16 +64,18 @@ def _inside_adapted(mm: ModuleMap, path: str) -> bool:
 
 
 def target_linears(mm: ModuleMap, targets: list[str]) -> dict[str, nn.Linear]:
-    """The base Linear at each target path (inside its wrapper when already adapted), checked."""
+    """The base layer at each target path (inside its wrapper when already adapted), checked, seen as a Linear
+    (:func:`~adapterhub.routing.linear_view`: a ``Conv1D`` through a transposed view)."""
     out = {}
     for path in targets:
         mod = module_at(mm, path)
         if _inside_adapted(mm, path):
             raise BaseMismatchError(f"module {path!r} is part of another adapter, not of the base")
         lin = mod.base_layer if isinstance(mod, AdaptedLinear) else mod
-        if not isinstance(lin, nn.Linear):
-            raise BaseMismatchError(f"module {path!r} of the base is a {type(lin).__name__}, not a Linear")
-        out[path] = lin
+        if not is_linear_like(lin):
+            raise BaseMismatchError(f"module {path!r} of the base is a {type(lin).__name__}, not a Linear (or "
+                                    "Conv1D)")
+        out[path] = linear_view(lin)
     return out
 
 

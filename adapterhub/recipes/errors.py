@@ -35,10 +35,14 @@ def recipe_error(exc: ValidationError, root: type[BaseModel]) -> RecipeError:
     """One :class:`RecipeError` holding a line per problem of ``exc`` (a validation of model ``root``)."""
     lines: list[str] = []
     seen: set[str] = set()
-    for err in exc.errors():
-        path, parent, node = _resolve(root, err["loc"])
+    resolved = [(err, *_resolve(root, err["loc"])) for err in exc.errors()]
+    # a union member of the value's own type said what is wrong (a bound): the other members' type errors are noise
+    judged = {".".join(path) for err, path, _p, _n in resolved if err["type"] in _BOUNDS}
+    for err, path, parent, node in resolved:
         where = ".".join(path)
         if (where, err["type"] in _TYPE_NAMES) in seen:  # a union's errors, one per member: one line
+            continue
+        if err["type"] in _TYPE_NAMES and where in judged:
             continue
         seen.add((where, err["type"] in _TYPE_NAMES))
         lines.append(_message(err, where, parent, node))

@@ -6,6 +6,7 @@ Method-specific ``training.*`` keys are not listed here: :func:`recipe_model` ad
 from __future__ import annotations
 
 import codecs
+import os
 import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -13,7 +14,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, create_model, field_validator, model_validator
 
 from ..data.metrics import DEFAULT_PRIMARY, TASK_METRICS
-from ..data import PACKAGE_SOURCES, SOURCE_TYPES, normalize_task
+from ..data import FILE_TYPES, PACKAGE_SOURCES, SOURCE_TYPES, normalize_task
+from ..data.conll import TAG_FIELDS
 from ..errors import AdapterHubError
 from ..heads import CAUSAL_LM, TASKS, check_head_options
 from ..methods import config_from_dict, get_method, methods, training_option_fields
@@ -23,7 +25,7 @@ from .errors import At, RecipeError
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
-FILE_SOURCES = ("csv", "tsv", "jsonl", "json", "conll", "tab")
+FILE_SOURCES = FILE_TYPES
 
 
 class Spec(BaseModel):
@@ -33,7 +35,9 @@ class Spec(BaseModel):
 
 
 class DataSpec(Spec):
-    """A task's data source (see :mod:`adapterhub.data.sources`) and its held-out split fractions."""
+    """A task's data source (see :mod:`adapterhub.data.sources`) and its held-out splits: a fraction carved out of
+    the data, or (file sources) a file path, read like ``path``. Relative paths resolve against the recipe's
+    directory."""
 
     type: Literal[SOURCE_TYPES]
     path: Optional[str] = None
@@ -42,12 +46,13 @@ class DataSpec(Spec):
     config: Optional[str] = None
     task: Optional[str] = None
     limit: Optional[PositiveInt] = None
-    validation: Optional[Fraction] = None
-    test: Optional[Fraction] = None
+    validation: Optional[Union[Fraction, str]] = None
+    test: Optional[Union[Fraction, str]] = None
     text_field: Optional[str] = None
     label_field: Optional[str] = None
     tokens_field: Optional[str] = None
     tags_field: Optional[str] = None
+    tag_field: Optional[Literal[tuple(TAG_FIELDS)]] = None
     prompt_field: Optional[str] = None
     completion_field: Optional[str] = None
     encoding: Optional[str] = None
@@ -73,7 +78,15 @@ class DataSpec(Spec):
                 codecs.lookup(self.encoding)
             except LookupError:
                 raise At("encoding", f"unknown text encoding {self.encoding!r}") from None
-        if (self.validation or 0) + (self.test or 0) >= 1:
+        if self.tag_field is not None and self.type != "conllu":
+            raise At("tag_field", f"picks the tag column of a conllu source, not of a {self.type} source (use "
+                                  "tags_field to name the tags field of jsonl / json / hf rows)")
+        for key in ("validation", "test"):
+            if isinstance(getattr(self, key), str) and self.type not in FILE_SOURCES:
+                raise At(key, f"a file path is for file sources ({', '.join(FILE_SOURCES)}); a {self.type} "
+                              "source takes a fraction (or has its own split)")
+        fractions = [v for v in (self.validation, self.test) if isinstance(v, float)]
+        if sum(fractions) >= 1:
             raise ValueError(f"validation ({self.validation}) + test ({self.test}) fractions must be < 1")
         return self
 
@@ -81,8 +94,8 @@ class DataSpec(Spec):
         """The source mapping :func:`adapterhub.data.load_splits` reads (the keys given, without the fractions)."""
         return self.model_dump(exclude_none=True, exclude={"validation", "test"})
 
-    def fractions(self) -> dict[str, float]:
-        """The held-out fractions given (``validation``, ``test``)."""
+    def fractions(self) -> dict[str, float | str]:
+        """The held-out splits given (``validation``, ``test``): fractions, or file paths."""
         return self.model_dump(exclude_none=True, include={"validation", "test"})
 
     @property
@@ -202,7 +215,8 @@ class TrainingSpec(Spec):
 
 
 class OutputSpec(Spec):
-    """Where a run's files go, and whether its adapters go into the local store (else into the run dir)."""
+    """Where a run's files go (``dir``: relative to the recipe's directory; default ``runs/{name}`` in the working
+    directory), and whether its adapters go into the local store (else into the run dir)."""
 
     dir: str = "runs/{name}"
     store: bool = True
@@ -244,7 +258,13 @@ class Recipe(Spec):
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output.dir.format(name=self.name))
+        """``output.dir`` with ``{name}`` filled in. One rule for every path a recipe names: a relative one resolves
+        against the recipe file's directory (data paths too). With no ``output.dir`` key the run goes to
+        ``runs/{name}`` under the working directory."""
+        d = Path(os.path.expanduser(self.output.dir.format(name=self.name)))
+        if "dir" in self.output.model_fields_set and not d.is_absolute() and self.base_dir is not None:
+            return self.base_dir / d
+        return d
 
     def store_name(self, task: str) -> str:
         """The store entry a task's adapter goes to."""

@@ -12,10 +12,13 @@ Joint training, mixed-batch inference, generation and serving all go through thi
 - :mod:`.route`: the per-forward route (a ``ContextVar``) and its cached row -> slot indices;
 - :mod:`.kinds`: what a unit kind (defined by the method plug-ins) must provide;
 - :mod:`.layer`: :class:`AdaptedLinear`, the routed module, with its copy-on-write slots and stack cache;
+- :mod:`.linear_like`: the layers it wraps (``nn.Linear``, ``Conv1D``) seen as one Linear shape;
 - :mod:`.stacks`: the pure math on stacked tensors.
 """
 from .kinds import UnitKind
 from .layer import AdaptedLinear
+from .linear_like import LINEAR_LIKE, is_linear_like, linear_view, stored_weight
 from .route import Route, current_route, routed
 
-__all__ = ["AdaptedLinear", "Route", "UnitKind", "current_route", "routed"]
+__all__ = ["AdaptedLinear", "LINEAR_LIKE", "Route", "UnitKind", "current_route", "is_linear_like", "linear_view",
+           "routed", "stored_weight"]

@@ -1,4 +1,4 @@
-"""The routed module: a frozen ``nn.Linear`` plus the units of every adapter that targets it, computed through the
+"""The routed module: a frozen linear-like layer (``nn.Linear``, GPT-2's ``Conv1D``: :mod:`.linear_like`) plus the units of every adapter that targets it, computed through the
 route (:mod:`adapterhub.routing.route`) by their unit kinds (:mod:`adapterhub.routing.kinds`)."""
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torch import nn
 from ..errors import AdapterHubError
 from .bank import Bank
 from .kinds import UnitKind
+from .linear_like import linear_view
 from .route import Route, current_route
 
 _VERSION = attrgetter("_version")
@@ -57,13 +58,13 @@ class _Slots:
 
 
 class AdaptedLinear(nn.Module):
-    """Wraps a base Linear (kept untouched as ``base_layer``, as in peft). ``units[key]`` holds the parameters of
+    """Wraps a base linear-like layer (kept untouched as ``base_layer``, as in peft). ``units[key]`` holds the parameters of
     the adapter instance ``key`` for this module; the route decides which unit each batch row uses.
 
     ``merged_name``: set while that adapter's delta is folded into ``base_layer.weight``; its unit is then
     skipped, and routes with any other adapter are refused."""
 
-    def __init__(self, base_layer: nn.Linear):
+    def __init__(self, base_layer: nn.Module):
         super().__init__()
         self.base_layer = base_layer
         self.units = nn.ModuleDict()
@@ -83,11 +84,21 @@ class AdaptedLinear(nn.Module):
 
     @property
     def in_features(self) -> int:
-        return self.base_layer.in_features
+        return linear_view(self.base_layer).in_features
 
     @property
     def out_features(self) -> int:
-        return self.base_layer.out_features
+        return linear_view(self.base_layer).out_features
+
+    def __getattr__(self, name: str):
+        """Other attributes of the base layer that model code reads (e.g. ``Conv1D.nf``)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            base = self._modules.get("base_layer")
+            if base is None or name.startswith("_"):
+                raise
+            return getattr(base, name)
 
     # --- registry ----------------------------------------------------------------------------------
     def add(self, name: str, method, unit: nn.Module) -> None:

@@ -26,9 +26,11 @@ LATEST = "latest"
 RESUMABLE_KEYS = ("eval_every", "save_every", "log_every")  # training keys a resumed run may change
 
 
-def recipe_hash(recipe: Recipe) -> str:
-    """What a checkpoint must match to be resumed: the recipe without its output, description and cadences."""
-    raw = {k: v for k, v in recipe.raw.items() if k not in ("output", "description")}
+def recipe_hash(recipe: Recipe | dict) -> str:
+    """What a checkpoint must match to be resumed: the recipe (or its raw mapping) without its output, description
+    and cadences."""
+    raw = recipe if isinstance(recipe, dict) else recipe.raw
+    raw = {k: v for k, v in raw.items() if k not in ("output", "description")}
     raw = json.loads(json.dumps(raw, sort_keys=True, default=str))
     raw["training"] = {k: v for k, v in dict(raw.get("training", {})).items() if k not in RESUMABLE_KEYS}
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode()).hexdigest()[:16]

@@ -31,7 +31,7 @@ def evaluate(session, task: str, split: str = "validation", full: bool = False,
     rows = []
     bs = tr.eval_batch_size
     for s in tqdm(range(0, len(mine), bs), desc=f"eval {task}/{split}", leave=False,
-                  disable=not session.show_progress or len(mine) <= bs):
+                  disable=True if len(mine) <= bs else progress_off(session)):
         feats = [data[i] for i in mine[s:s + bs]]
         batch = to_device(collate(feats, model.tokenizer, tasks=[task] * len(feats)), acc.device)
         with acc.autocast():
@@ -44,6 +44,12 @@ def evaluate(session, task: str, split: str = "validation", full: bool = False,
     if full and session.tasks[task].type == CAUSAL_LM and data:
         metrics["exact_match"] = exact_match_rate(session, adapter, data[:EXACT_MATCH_EXAMPLES])
     return metrics
+
+
+def progress_off(session) -> bool | None:
+    """tqdm's ``disable``: off when the run shows no progress, else on a terminal only (``None``): a redirected log
+    gets the validation lines, not carriage-return redraws."""
+    return True if not session.show_progress else None
 
 
 def _capped(data: list, cap: int | None, seed: int) -> list:

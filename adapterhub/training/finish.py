@@ -25,11 +25,12 @@ class TaskResult:
     validation: dict[str, Any]  # scalar metrics of the best validation evaluation
     test: dict[str, Any]        # test metrics of the best state (with a text ``report`` where there is one)
     adapter: dict[str, Any] | None = None  # {"store": name, "version": v, "path": p} or {"path": run dir copy}
+    primary: str = ""           # the metric that picked the best step
 
     def card_metrics(self, recipe_name: str) -> dict[str, Any]:
         """The ``metrics`` of the adapter's card."""
         return {"validation": scalars(self.validation), "test": scalars(self.test), "best_step": self.best_step,
-                "steps": self.steps, "recipe": recipe_name}
+                "steps": self.steps, "recipe": recipe_name, "primary": self.primary}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -49,7 +50,8 @@ def finish_group(session, group, state: FitState, seconds: float) -> dict[str, T
     for t in group.names:
         best = state.best[t]
         results[t] = TaskResult(task=t, best_step=best.step, steps=group.steps, train_seconds=round(seconds, 2),
-                                validation=scalars(best.metrics), test=evaluate(session, t, "test", full=True))
+                                validation=scalars(best.metrics), test=evaluate(session, t, "test", full=True),
+                                primary=session.tasks[t].primary)
     write_digest(session, group)
     acc.wait_for_everyone()
     model.eval()
@@ -84,9 +86,11 @@ def write_adapter(session, task: str, result: TaskResult, store=None) -> dict[st
     """Write ``task``'s adapter with its metrics: into the store when the recipe says ``output.store`` (as
     ``store_prefix + task``), else into ``<run_dir>/adapters/<task>``. Returns where it went."""
     recipe, model = session.recipe, session.model
-    card = {"metrics": result.card_metrics(recipe.name), "extra": {"datasets": [recipe.tasks[task].data.label]}}
+    spec = recipe.tasks[task]
+    extra = {"datasets": [spec.data.label], "max_length": spec.max_length}  # predict cuts where training did
+    card = {"metrics": result.card_metrics(recipe.name), "extra": extra}
     if recipe.base_quantize is not None:  # trained QLoRA-style; it loads on the full-precision base too
-        card["extra"]["trained_on_base_quantized"] = recipe.base_quantize
+        extra["trained_on_base_quantized"] = recipe.base_quantize
     if recipe.output.store:
         from ..store import Store
 

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from .batches import draw_batch, to_device
 from .checkpoint import save_checkpoint
-from .evaluate import evaluate
+from .evaluate import evaluate, progress_off
 from .state import Best, FitState
 
 
@@ -19,7 +19,7 @@ def fit(session, group, state: FitState) -> float:
     """Train ``group`` from ``state.step`` to its last step (or early stop); returns the seconds it took."""
     tr = session.recipe.training
     eval_every = tr.eval_every or max(1, group.steps // 4)
-    bar = tqdm(total=group.steps, initial=state.step, desc=f"train {group.tag}", disable=not session.show_progress,
+    bar = tqdm(total=group.steps, initial=state.step, desc=f"train {group.tag}", disable=progress_off(session),
                dynamic_ncols=True)
     t0 = time.perf_counter()
     running: dict[str, list[float]] = {t: [] for t in group.names}
@@ -87,23 +87,27 @@ def _validate(session, group, state: FitState, bar) -> bool:
     state.bad_evals = 0 if improved else state.bad_evals + 1
     model.train()
     early = session.recipe.training.early_stopping
-    if session.show_progress:
-        bar.write(validation_line(session, group, step, results, state), file=sys.stderr)
+    if session.acc.is_local_main_process:  # printed when evaluated, progress bars or not
+        for line in validation_lines(session, group, step, results, state):
+            bar.write(line, file=sys.stderr)
         if early and state.bad_evals >= early:
             bar.write(f"early stopping at step {step}: no improvement in {state.bad_evals} evaluations",
                       file=sys.stderr)
     return bool(early and state.bad_evals >= early)
 
 
-def validation_line(session, group, step: int, results: dict[str, dict[str, Any]], state: FitState) -> str:
-    """``validation step 20/60 [joint]  sent: accuracy=0.8125* macro_f1=0.8095  ner: f1=0.4000* ...``: every scalar
-    metric per task; ``*`` marks a task's primary metric when this evaluation is its best so far."""
-    from ..data.metrics import TASK_METRICS
-
-    parts = [f"validation step {step}/{group.steps} [{group.tag}]"]
+def validation_lines(session, group, step: int, results: dict[str, dict[str, Any]], state: FitState) -> list[str]:
+    """One line per task: ``validation step 20/60 [joint] sent: accuracy=0.8125* macro_f1=0.8095``, every scalar
+    metric of the task; ``*`` marks its primary metric when this evaluation is its best so far; words or examples
+    that ``max_length`` cut off are counted."""
+    lines = []
     for t, m in results.items():
-        primary, best_now = session.tasks[t].primary, state.best[t].step == step
-        vals = [f"{k}={m[k]:.4f}{'*' if k == primary and best_now else ''}"
-                for k in TASK_METRICS[session.tasks[t].type] if k in m]
-        parts.append(f"{t}: " + " ".join(vals))
-    return "  ".join(parts)
+        task = session.tasks[t]
+        primary, best_now = task.primary, state.best[t].step == step
+        vals = [f"{k}={m[k]:.4f}{'*' if k == primary and best_now else ''}" for k in task.metrics if k in m]
+        if m.get("words_not_scored"):
+            vals.append(f"({m['words_not_scored']} words past max_length not scored)")
+        elif m.get("truncated"):
+            vals.append(f"({m['truncated']} examples truncated at max_length)")
+        lines.append(f"validation step {step}/{group.steps} [{group.tag}] {t}: " + " ".join(vals))
+    return lines

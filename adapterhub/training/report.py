@@ -11,15 +11,24 @@ from ..data.metrics import TASK_METRICS, TEST_ONLY_METRICS
 #: every metric a task may report, in the report's order
 METRIC_ORDER = tuple(dict.fromkeys(k for names in (*TASK_METRICS.values(), *TEST_ONLY_METRICS.values())
                                    for k in names))
+#: counts of what ``max_length`` cut off, shown when not zero
+CUT_COUNTS = ("words_not_scored", "truncated")
 
 
 def table(results: dict[str, Any]) -> str:
-    """The per-task metrics table (``results``: task -> :class:`~adapterhub.training.finish.TaskResult`)."""
+    """The per-task metrics table (``results``: task -> :class:`~adapterhub.training.finish.TaskResult`): each task's
+    primary metric first (marked ``*``: the one that picked the best step), then its other metrics, then what
+    ``max_length`` cut off."""
     rows = [("task", "metric", "validation", "test", "best step")]
     for t, r in results.items():
-        for k in METRIC_ORDER:
+        order = [r.primary] * bool(r.primary) + [k for k in METRIC_ORDER if k != r.primary]
+        for k in order:
             if k in r.test or k in r.validation:
-                rows.append((t, k, _fmt(r.validation.get(k)), _fmt(r.test.get(k)), str(r.best_step)))
+                name = f"{k}*" if k == r.primary else k
+                rows.append((t, name, _fmt(r.validation.get(k)), _fmt(r.test.get(k)), str(r.best_step)))
+        for k in CUT_COUNTS:
+            if r.test.get(k) or r.validation.get(k):
+                rows.append((t, k, _fmt(r.validation.get(k)), _fmt(r.test.get(k)), ""))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -77,7 +86,7 @@ def write_report(run_dir: Path, results: dict[str, Any], history: list[dict[str,
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "results.json").write_text(json.dumps({t: r.to_dict() for t, r in results.items()}, indent=1,
                                                      default=str))
-    text = table(results)
+    text = table(results) + "\n(* primary metric)"
     reports = []
     for t, r in results.items():
         rep = r.test.get("report")

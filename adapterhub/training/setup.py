@@ -3,9 +3,11 @@ and adapter (every check happens here, before any training); :func:`setup_group`
 optimizer, schedule, DDP-wrapped loss module, method hooks and per-task example streams."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from ..methods import TrainingHooks, methods
 from ..recipes import Recipe, RecipeError
 from .metrics_log import MetricsLog
 from .sampling import ExampleStream, TaskSampler
-from .tasks import TaskData, prepare_task
+from .tasks import TaskData, prepare_task, truncation_note
 
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
 
@@ -82,7 +84,8 @@ def open_session(recipe: Recipe, model=None, accelerator=None, run_dir: Path | N
     if model is None:
         from ..model import AdapterModel
 
-        model = AdapterModel.from_pretrained(recipe.base, quantize=recipe.base_quantize)
+        with quiet_library_progress(not show_progress or not sys.stderr.isatty()):
+            model = AdapterModel.from_pretrained(recipe.base, quantize=recipe.base_quantize)
     _check_quantized(recipe, model)
     return Session(recipe, acc, model, run_dir, show_progress and acc.is_local_main_process,
                    MetricsLog(run_dir / "metrics.jsonl", acc))
@@ -101,6 +104,22 @@ def _check_quantized(recipe: Recipe, model) -> None:
         check_trainable(model)
     except AdapterHubError as e:
         raise RecipeError(f"base: {e}") from None
+
+
+@contextlib.contextmanager
+def quiet_library_progress(quiet: bool = True):
+    """No progress bars from transformers (weight loading) inside the block when ``quiet`` (the run's log is not a
+    terminal: a redirected log keeps lines, not carriage-return redraws); the library's setting is restored."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if quiet and was:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and was:
+            hf_logging.enable_progress_bar()
 
 
 def make_accelerator(recipe: Recipe, run_dir: Path):
@@ -129,20 +148,50 @@ def prepare_tasks(session: Session) -> None:
             raise RecipeError(f"tasks.{name}.type: causal-lm needs a causal-LM base; {r.base!r} has no LM head")
     for name, spec in r.tasks.items():
         session.tasks[name] = prepare_task(spec, tok, r.training.seed, r.base_dir)
+        note = truncation_note(session.tasks[name], spec.max_length) if spec.type != CAUSAL_LM else None
+        if note and session.acc.is_main_process:
+            print(note, file=sys.stderr)
     torch.manual_seed(r.training.seed)  # adapter and head initialisation is part of the seeded run
     for name, spec in r.tasks.items():
-        model.add_adapter(name, spec.method_config, task=spec.type, labels=session.tasks[name].labels, **spec.head)
+        entry = model.add_adapter(name, spec.method_config, task=spec.type, labels=session.tasks[name].labels,
+                                  **spec.head)
+        entry.extra["max_length"] = spec.max_length  # predict cuts where training did
 
 
-def start_run(session: Session) -> None:
-    """The run dir with the recipe it runs, and the trackers."""
+def start_run(session: Session, resume: bool = False) -> None:
+    """The run dir with the recipe it runs, and the trackers. A new run (not ``resume``) into a run dir that holds
+    a finished run starts afresh (a new ``metrics.jsonl``, no old checkpoints); into one that holds checkpoints of
+    an unfinished run it is refused: continue it with ``--resume``, or choose another run dir."""
     acc = session.acc
+    if not resume:
+        clear_previous_run(session.run_dir, acc.is_main_process)
     if acc.is_main_process:
         session.run_dir.mkdir(parents=True, exist_ok=True)
         (session.run_dir / "recipe.json").write_text(json.dumps(session.recipe.raw, indent=1, default=str))
     acc.wait_for_everyone()
     if acc.log_with:
         acc.init_trackers("adapterhub", config={"recipe": session.recipe.name})
+
+
+PREVIOUS_RUN_FILES = ("metrics.jsonl", "results.json", "report.txt", "curves.png")
+
+
+def clear_previous_run(run_dir: Path, main: bool) -> None:
+    """Make ``run_dir`` ready for a new run: refuse one holding an unfinished run's checkpoints, else remove the
+    files a previous run left (its metric log, report and checkpoints)."""
+    import shutil
+
+    ckpts = run_dir / "checkpoints"
+    finished = (run_dir / "results.json").is_file()
+    if not finished and any(ckpts.glob("*/latest")):
+        raise RecipeError(f"output.dir: {run_dir} holds checkpoints of an unfinished run; continue it with "
+                          "--resume, or train into another run dir (--run-dir or output.dir)")
+    old = [f for f in PREVIOUS_RUN_FILES if (run_dir / f).exists()] + (["checkpoints/"] if ckpts.exists() else [])
+    if old and main:
+        print(f"{run_dir} held a previous run: starting a new one (removed {', '.join(old)})", file=sys.stderr)
+        for f in PREVIOUS_RUN_FILES:
+            (run_dir / f).unlink(missing_ok=True)
+        shutil.rmtree(ckpts, ignore_errors=True)
 
 
 def training_groups(recipe: Recipe) -> list[tuple[list[str], str]]:

@@ -51,7 +51,7 @@ class Trainer:
         state. Returns the per-task results; writes no adapter."""
         if not self.session.tasks:
             self.prepare()
-        start_run(self.session)
+        start_run(self.session, resume)
         results: dict[str, TaskResult] = {}
         for names, tag in training_groups(self.recipe):
             group = setup_group(self.session, names, tag)

@@ -12,12 +12,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import sys
 import threading
 from typing import Any, Callable
 
 from ...errors import HubError
+from ...sockets import listening_socket
 from .app import HubContext, create_app
 from .limits import Limits
 from .rootlock import lock_root
@@ -27,20 +27,6 @@ from .tokens import Authenticator, Orgs, StaticTokens
 DEFAULT_HOST = "127.0.0.1"
 PROTOCOL = "adapterhub.hub.server.protocol:HubHttpProtocol"
 WORKER_ENV = "ADAPTERHUB_HUB_WORKER"  # settings handed to worker processes
-
-
-def _bind(host: str, port: int, backlog: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host.strip("[]"), port))
-    except OSError:
-        sock.close()
-        raise
-    sock.listen(backlog)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _uvicorn_config(app: Any, limits: Limits, **kwargs):
@@ -78,7 +64,7 @@ class HubServer:
             self._log = log if log is not None else (None if quiet else _stderr)
             self.context = HubContext(self.storage, self.auth, self.limits, lfs, self.log)
             self.app = create_app(self.context)
-            self._sock = _bind(host, port, self.limits.backlog)
+            self._sock = listening_socket(host, port, self.limits.backlog, inheritable=True)
         except BaseException:
             self._release()
             raise

@@ -17,7 +17,8 @@ from torch import nn
 from ...errors import AdapterFileError, AdapterHubError
 from ..base import Method, MethodConfig, check_shapes, sizes_table, strip_prefix
 from ..lowrank_kind import LOWRANK, lowrank_row
-from ..peft_compat import default_lora_targets, jsonable
+from ..peft_compat import (LORA_IMPLEMENTED, LORA_METADATA, LORA_REFUSED, LORA_REFUSED_TENSORS, check_peft_fields,
+                           check_target_spec, default_lora_targets, jsonable)
 from ..registry import register_method
 
 
@@ -115,6 +116,12 @@ class AdaLoRAMethod(Method):
     card_extra_keys = ("rank_allocation", "total_rank")
     size_label = "rank in use (non-zero singular values)"
     training_options = {"adalora_budget": (str, "per_task"), "adalora_total_rank": ((int, type(None)), None)}
+    # AdaLoRA's schedule fields (training only) on top of LoRA's; rank_pattern holds the keep-masks, alpha_pattern
+    # is not read by peft's AdaLoRA
+    peft_fields = LORA_METADATA + LORA_IMPLEMENTED + ("init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1",
+                                                      "beta2", "orth_reg_weight", "total_step")
+    peft_refused = LORA_REFUSED
+    peft_refused_tensors = LORA_REFUSED_TENSORS
 
     def default_targets(self, config, base):
         return default_lora_targets(base)
@@ -207,17 +214,28 @@ class AdaLoRAMethod(Method):
         return jsonable(d)
 
     def from_adapter_config(self, d: dict[str, Any]) -> AdaLoRA:
+        return self.from_peft_config(d, None, "adapter_config.json")
+
+    def from_peft_config(self, d: dict[str, Any], keys: dict[str, str] | None, where: str) -> AdaLoRA:
+        check_peft_fields(d, self.peft_fields, self.peft_refused, where)
+        check_target_spec({k: v for k, v in d.items() if k != "rank_pattern"}, where)
         tm = d.get("target_modules")
         rp = d.get("rank_pattern")
         if rp is not None and not (isinstance(rp, dict) and all(isinstance(v, list) for v in rp.values())):
-            raise AdapterFileError("adapter_config.json: rank_pattern must map '<module>.lora_E' to a list of bools")
-        return AdaLoRA(init_r=int(d["init_r"]), target_r=int(d["target_r"]),
-                       alpha=float(d.get("lora_alpha") or d["init_r"]), dropout=float(d.get("lora_dropout", 0.0)),
-                       target_modules=sorted(tm) if isinstance(tm, (list, set, tuple)) else tm,
-                       tinit=int(d.get("tinit", 0)), tfinal=int(d.get("tfinal", 0)), deltaT=int(d.get("deltaT", 1)),
-                       beta1=float(d.get("beta1", 0.85)), beta2=float(d.get("beta2", 0.85)),
-                       orth_reg_weight=float(d.get("orth_reg_weight", 0.5)), total_step=d.get("total_step"),
-                       rank_pattern=rp)
+            raise AdapterFileError(f"{where}: rank_pattern must map '<module>.lora_E' to a list of bools")
+        config = AdaLoRA(init_r=int(d["init_r"]), target_r=int(d["target_r"]),
+                         alpha=float(d.get("lora_alpha") or d["init_r"]), dropout=float(d.get("lora_dropout") or 0.0),
+                         target_modules=sorted(tm) if isinstance(tm, (list, set, tuple)) else tm,
+                         tinit=int(d.get("tinit", 0)), tfinal=int(d.get("tfinal", 0)), deltaT=int(d.get("deltaT", 1)),
+                         beta1=float(d.get("beta1", 0.85)), beta2=float(d.get("beta2", 0.85)),
+                         orth_reg_weight=float(d.get("orth_reg_weight", 0.5)), total_step=d.get("total_step"),
+                         rank_pattern=rp)
+        if keys is not None:  # peft's masks are keyed by its module names; a module without one keeps init_r
+            config.target_modules = sorted(keys)
+            if rp is not None:
+                full = [True] * config.init_r
+                config.rank_pattern = {f"{p}.lora_E": rp.get(f"{k}.lora_E", full) for p, k in keys.items()}
+        return config
 
     def convert(self, config: AdaLoRA, units: dict[str, AdaLoRAUnit], target: str, base_id: str):
         """The same adapter as plain LoRA (``target="lora"``): per module A' = diag(E) A, B' = B over the kept ranks, with

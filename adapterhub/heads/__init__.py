@@ -1,6 +1,7 @@
 """Task heads. A head belongs to its adapter: it is saved beside it (``adapterhub_head.json`` +
-``adapterhub_head.safetensors``) with its label names, never inside the base and never via peft's
-``modules_to_save``."""
+``adapterhub_head.safetensors``) with its label names, never inside the base. A sequence-classification head with
+``pooling="native"`` (:mod:`.native`) is laid out like the base architecture's own task head, so that a peft
+task-model export carries it as peft's ``modules_to_save``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
-from .errors import AdapterHubError
+from ..errors import AdapterHubError
 
 SEQ_CLS = "sequence-classification"
 TOKEN_CLS = "token-classification"
 CAUSAL_LM = "causal-lm"
 TASKS = (SEQ_CLS, TOKEN_CLS, CAUSAL_LM)
-POOLINGS = ("mean", "cls", "last")
+POOLINGS = ("mean", "cls", "last", "native")
 #: the options each task's head takes (recipes' ``head:`` mapping, ``add_adapter(..., **head_options)``)
 HEAD_OPTIONS: dict[str, tuple[str, ...]] = {SEQ_CLS: ("pooling", "dropout"), TOKEN_CLS: ("dropout",), CAUSAL_LM: ()}
 
@@ -56,14 +57,11 @@ class SequenceClassificationHead(Head):
                 "hidden_size": self.classifier.in_features}
 
     def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        mask = mask.to(hidden.dtype)
         if self.pooling == "cls":
             return hidden[:, 0]
         if self.pooling == "last":
-            # last real token, robust to left or right padding
-            pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-            last = (pos * mask.long()).argmax(dim=1)
-            return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+            return last_token(hidden, mask)
+        mask = mask.to(hidden.dtype)
         return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp_min(1.0)
 
     def forward(self, hidden, mask, lm_head=None):
@@ -113,11 +111,21 @@ class CausalLMHead(Head):
                                ignore_index=-100)
 
 
+def last_token(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Each row's hidden state at its last real token, robust to left or right padding (as transformers' task
+    classes pick the last non-pad token)."""
+    pos = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = (pos * mask.long()).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
 def _linear(n_in: int, n_out: int, init: bool) -> nn.Linear:
     return nn.Linear(n_in, n_out) if init else skip_init(nn.Linear, n_in, n_out)
 
 
-def build_head(task: str, hidden_size: int, labels: list[str] | None, init: bool = True, **options) -> Head:
+def build_head(task: str, hidden_size: int, labels: list[str] | None, init: bool = True, base: nn.Module | None = None,
+               **options) -> Head:
+    """The head of ``task``. ``base``: the base model, which ``pooling="native"`` heads are laid out like."""
     if task == SEQ_CLS or task == TOKEN_CLS:
         if not labels or not all(isinstance(x, str) and x for x in labels):
             raise AdapterHubError(f"task {task!r} needs labels: a non-empty list of label names")
@@ -125,6 +133,12 @@ def build_head(task: str, hidden_size: int, labels: list[str] | None, init: bool
             raise AdapterHubError(f"labels must be unique, got {labels}")
         cls = SequenceClassificationHead if task == SEQ_CLS else TokenClassificationHead
         check_head_options(task, options)
+        if options.get("pooling") == "native":
+            from .native import NativeSequenceHead
+
+            if base is None:
+                raise AdapterHubError("pooling='native' needs the base model the head is laid out like")
+            return NativeSequenceHead(hidden_size, labels, base, init=init, dropout=options.get("dropout", 0.1))
         return cls(hidden_size, labels, init=init, **options)
     if task == CAUSAL_LM:
         if labels:
@@ -143,7 +157,7 @@ def check_head_options(task: str, options: dict[str, Any]) -> None:
     if bad:
         raise AdapterHubError(f"unknown head option(s) {bad} for task {task!r}; known: {sorted(allowed)}")
     if "pooling" in options and options["pooling"] not in POOLINGS:
-        raise AdapterHubError(f"pooling must be 'mean', 'cls' or 'last', got {options['pooling']!r}")
+        raise AdapterHubError(f"pooling must be 'mean', 'cls', 'last' or 'native', got {options['pooling']!r}")
     p = options.get("dropout", 0.0)
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
         raise AdapterHubError(f"dropout must be a number in [0, 1), got {p!r}")
@@ -173,13 +187,19 @@ def decode_token_tags(pred_ids: Sequence[int], word_ids: Sequence[int | None], l
     return tags
 
 
-def head_from_config(cfg: dict[str, Any], hidden_size: int, init: bool = True) -> Head:
-    """The head a head config describes. ``init=False``: its tensors are left uninitialised (their values are about
-    to be loaded; no random init that the file overwrites)."""
+def head_from_config(cfg: dict[str, Any], hidden_size: int, init: bool = True, base: nn.Module | None = None) -> Head:
+    """The head a head config describes (``base``: the base model, for ``pooling="native"`` heads). ``init=False``:
+    its tensors are left uninitialised (their values are about to be loaded; no random init that the file
+    overwrites)."""
     task = cfg.get("task")
     options = {k: cfg[k] for k in ("pooling", "dropout") if k in cfg and (task == SEQ_CLS or k == "dropout")}
     if task == CAUSAL_LM:
         options = {}
     if cfg.get("hidden_size") not in (None, hidden_size):
         raise AdapterHubError(f"head was made for hidden size {cfg['hidden_size']}, the base has {hidden_size}")
-    return build_head(task, hidden_size, cfg.get("labels"), init=init, **options)
+    head = build_head(task, hidden_size, cfg.get("labels"), init=init, base=base, **options)
+    for key in ("family", "model_type"):  # a native head: laid out like the base it was made for
+        if key in cfg and getattr(head, key, None) != cfg[key]:
+            raise AdapterHubError(f"the head was made for a base whose task head is {key} {cfg[key]!r}; this base's "
+                                  f"is {getattr(head, key, None)!r}")
+    return head
