@@ -423,3 +423,35 @@ def test_predict_quantize_on_the_command_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: --quantize: unknown quantization mode 'int3'") and "Traceback" not in err
 
+
+def test_serve_quantize_builds_an_int8_base_under_full_precision_adapters(tmp_path, capsys):
+    """``adapterhub serve --quantize int8``: the served model's base is int8, stored adapters load on first use in
+    full precision and answer as the in-process quantized model does; a mode that does not exist is refused
+    naming --quantize before anything loads."""
+    pytest.importorskip("starlette")
+    from adapterhub.cli import build_parser, main
+    from adapterhub.cli.serve_commands import _model
+    from serve_helpers import call, serving
+
+    d = tmp_path / "base"
+    base, tok = tiny_bert(), make_tokenizer()
+    base.save_pretrained(d)
+    tok.save_pretrained(d)
+    src = AdapterModel(base, tok, base_id=str(d))
+    src.add_adapter("s", LoRA(r=4), labels=LABELS)
+    randomize(src, "s", 2)
+    src.store_adapter("s")
+    args = build_parser().parse_args(["serve", "--base", str(d), "--quantize", "int8"])
+    model = _model(args, str(d))
+    assert model.quantization.mode == "int8" and model.residency.store is not None
+    ref = AdapterModel.from_pretrained(str(d), quantize="int8")
+    ref.load_adapter("s")
+    with serving(model) as srv:
+        status, _, body = call(srv, "POST", "/v1/predict", {"inputs": TEXTS, "adapter": "s"})
+    assert status == 200, body
+    assert [r["label"] for r in body["predictions"]] == ref.predict(TEXTS, adapters="s")
+    assert model.quantization.mode == "int8" and model.entry("s").method.name == "lora"
+    capsys.readouterr()
+    assert main(["serve", "--base", str(tmp_path / "no-such-base"), "--quantize", "int4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --quantize: unknown quantization mode 'int4'") and "Traceback" not in err
