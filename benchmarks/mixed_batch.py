@@ -1,5 +1,10 @@
-"""Mixed-batch inference: K distinct LoRA adapters in one batch, adapterhub's per-row route vs peft's
+"""Mixed-batch inference: K distinct adapters in one batch, adapterhub's per-row route vs peft's
 ``adapter_names`` vs one active adapter.
+
+``--method`` (default ``lora``): ``lora``; ``prefix`` (prefix tuning, ``--prefix-tokens`` per layer) or ``ia3``
+(peft cannot mix these in one batch: only LoRA has ``adapter_names``, and its prefix tuning uses the active
+adapter's prefix for every row), or ``mix``: LoRA, bottleneck, IA3 and prefix adapters in turn (row ``i`` uses
+``a{i % K}`` of method ``i % 4``), also timed as the same rows run per method (one call per method's rows).
 
 Scenarios (``--scenario``, several allowed):
 
@@ -9,7 +14,8 @@ Scenarios (``--scenario``, several allowed):
 ``smollm2-shape`` SmolLM2-135M's exact config with random weights (same shapes, same latency: used on the GPU
                   machine, where the 98 MB GGUF package cannot travel).
 
-Every adapter is LoRA r=8 (alpha 16) on all linear layers; B is randomised so deltas are non-zero. The peft
+With ``--method lora`` every adapter is LoRA r=8 (alpha 16) on all linear layers; B is randomised so deltas are
+non-zero (other methods: see ``_methods.py``). The peft
 model is a deep copy of the same base with K adapters holding the *same* factors (copied from ours), so both
 compute the same function; the script checks ours(mixed) against per-row single-adapter outputs (must agree
 within 1e-5 in fp32) and against peft. Row i uses adapter ``a{i % K}``, so with K > batch only ``batch``
@@ -29,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C
+import _methods as M
 import torch
 
 from adapterhub import AdapterModel
@@ -136,17 +143,16 @@ def predict_texts(batch: int, seq: int) -> list[str]:
     return [" ".join(words[int(i)] for i in torch.randint(0, len(words), (n,), generator=g)) for _ in range(batch)]
 
 
-def bytes_floor(model: AdapterModel, names: list[str], targets: list[str], batch: int) -> dict:
-    """What a step must read: the base weights plus the factors of every adapter present. At one token per row a
-    mixed step reads each present adapter's factors once, so (base + present factors) / (base + one adapter's
-    factors) bounds the K-vs-one ratio from below where the step is memory-bound."""
+def bytes_floor(model: AdapterModel, names: list[str], batch: int, ks) -> dict:
+    """What a step must read: the base weights plus the tensors of every adapter present. At one token per row a
+    mixed step reads each present adapter's tensors once, so (base + present adapters) / (base + one adapter)
+    bounds the K-vs-one ratio from below where the step is memory-bound."""
     base = sum(t.numel() * t.element_size() for t in model.base_parameters().values())
-    one = sum(RANK * (model.base.get_submodule(p).in_features + model.base.get_submodule(p).out_features) * 4
-              for p in targets)
-    out = {"base_bytes": base, "one_adapter_bytes": one}
-    for k in (1, 8, 32, 64):
-        present = len(set(row_names(names, k, batch)))
-        out[f"K={k}"] = (base + present * one) / (base + one)
+    sizes = {n: M.adapter_bytes(model, n) for n in names}
+    out = {"base_bytes": base, "one_adapter_bytes": sizes[names[0]]}
+    for k in sorted(set(ks) | {1, 8, 32, 64}):
+        present = set(row_names(names, min(k, len(names)), batch))
+        out[f"K={k}"] = (base + sum(sizes[n] for n in present)) / (base + sizes[names[0]])
     return out
 
 
@@ -167,13 +173,18 @@ def run_scenario(scenario: str, args) -> dict:
     k_max = max(ks)
     log(f"{scenario}: building base")
     model, peft_base, kind = build(scenario, device, dtype)
-    log(f"adding {k_max} adapters (ours{'' if args.no_peft else ' and peft'})")
-    names, targets, pm = add_adapters(model, peft_base, k_max, kind, not args.no_peft)
+    use_peft = not args.no_peft and args.method == "lora"
+    log(f"adding {k_max} {args.method} adapters (ours{' and peft' if use_peft else ''})")
+    if args.method == "lora":
+        names, targets, pm = add_adapters(model, peft_base, k_max, kind, use_peft)
+    else:
+        names, pm = M.add_adapters(model, k_max, kind, args.method, args.prefix_tokens), None
+    what = M.describe(args.method, args.prefix_tokens, model, names[0])
     if args.layout == "banked":  # the inference layout (what load_adapter gives): rows gathered per batch row
         for n in names:
             model.bank(n)
     log(f"adapters ready ({args.layout})")
-    floor = bytes_floor(model, names, targets, batch)
+    floor = bytes_floor(model, names, batch, ks)
     vocab = model.base.config.vocab_size
     g = torch.Generator().manual_seed(2)
 
@@ -181,9 +192,10 @@ def run_scenario(scenario: str, args) -> dict:
         ids = torch.randint(5, min(vocab, 30000), (batch, seq), generator=g).to(device)
         mask = torch.ones_like(ids)
 
-        def ours(rn):
-            with model.routed(rn):
-                return model.base(input_ids=ids, attention_mask=mask).last_hidden_state
+        def ours(rn, rows=None):
+            i, m = (ids, mask) if rows is None else (ids[list(rows)], mask[list(rows)])
+            with model.routed(list(rn)):
+                return model.base(input_ids=i, attention_mask=m).last_hidden_state
 
         def ours_full(rn):
             return model(ids, mask, adapters=rn)
@@ -207,23 +219,34 @@ def run_scenario(scenario: str, args) -> dict:
         new_tok = torch.randint(3, vocab, (batch, 1), generator=g).to(device)
         mask = torch.ones(batch, seq + 1, dtype=torch.long, device=device)
         pre_names = row_names(names, k_max, batch)
+        caches = {}  # (route, rows) -> (its cache, prefilled under that route: prefixes differ per route; length)
+
+        def cache_for(rn, rows=None):
+            hit = caches.get((rn and tuple(rn), rows))
+            if hit is None:
+                i = prefill if rows is None else prefill[list(rows)]
+                with torch.no_grad():
+                    if rn is None:
+                        c = model.base(input_ids=i, use_cache=True).past_key_values
+                    else:
+                        with model.routed(list(rn)):
+                            c = model.base(input_ids=i, use_cache=True).past_key_values
+                hit = caches[(rn and tuple(rn), rows)] = (c, c.get_seq_length())
+            return hit[0]
+
         with torch.no_grad():
-            with model.routed(pre_names):
-                cache_ours = model.base(input_ids=prefill, use_cache=True).past_key_values
-            cache_base = copy.deepcopy(cache_ours)
             cache_peft = (pm(input_ids=prefill, use_cache=True, adapter_names=pre_names).past_key_values
                           if pm is not None else None)
 
-        def ours(rn):
-            with model.routed(rn):
-                return model.base(input_ids=new_tok, attention_mask=mask, past_key_values=cache_ours,
-                                  use_cache=True).logits
-
+        def ours(rn, rows=None):
+            i = new_tok if rows is None else new_tok[list(rows)]
+            cache = cache_for(rn, rows)
+            with model.routed(list(rn)):
+                return model.base(input_ids=i, attention_mask=mask[: i.shape[0]], cache=cache, use_cache=True).logits
         ours_full = None
 
         def base():
-            return model.base(input_ids=new_tok, attention_mask=mask, past_key_values=cache_base,
-                              use_cache=True).logits
+            return model.base(input_ids=new_tok, attention_mask=mask, cache=cache_for(None), use_cache=True).logits
 
         def peft_mixed(rn):
             return pm(input_ids=new_tok, attention_mask=mask, past_key_values=cache_peft, use_cache=True,
@@ -233,9 +256,9 @@ def run_scenario(scenario: str, args) -> dict:
             return pm(input_ids=new_tok, attention_mask=mask, past_key_values=cache_peft, use_cache=True).logits
 
         def after(_name):  # every decode step appends one position: crop the caches back (untimed)
-            for c in (cache_ours, cache_base, cache_peft):
-                if c is not None and c.get_seq_length() > seq:
-                    c.crop(seq - c.get_seq_length())  # negative: tokens to remove (all transformers versions)
+            for c, length in [*caches.values(), (cache_peft, seq)]:
+                if c is not None and c.get_seq_length() > length:
+                    c.crop(length - c.get_seq_length())  # negative: tokens to remove (all transformers versions)
 
         workload = f"decode step (1 new token, KV cache {seq}), batch {batch}"
 
@@ -275,6 +298,14 @@ def run_scenario(scenario: str, args) -> dict:
     for k in ks:
         if k > 1:
             fns[f"ours K={k}"] = functools.partial(ours, row_names(names, k, batch))
+    if args.method == "mix":  # the same rows, one call per method (each a mixed batch of that method's adapters)
+        rn_max = row_names(names, k_max, batch)
+        groups = [tuple(i for i, n in enumerate(rn_max) if M.method_of("mix", names.index(n)) == m) for m in M.MIX]
+
+        def per_method():
+            return [ours([rn_max[i] for i in rows], rows) for rows in groups if rows]
+
+        fns[f"ours per method K={k_max} ({len(M.MIX)} calls)"] = per_method
     if ours_full is not None and not args.quick:
         fns["ours forward+heads single"] = lambda: ours_full([names[0]] * batch)
         fns[f"ours forward+heads K={k_max}"] = lambda: ours_full(row_names(names, k_max, batch))
@@ -317,7 +348,7 @@ def run_scenario(scenario: str, args) -> dict:
         by_k[c] = rows_out
         target_ok[c] = ratios[c][f"ours(K={k_max})/ours(1)"] <= TARGET_RATIO
 
-    print(f"\n== {scenario}: {workload}, LoRA r={RANK} all-linear ({len(targets)} modules), {args.dtype}, "
+    print(f"\n== {scenario}: {workload}, {what}, {args.dtype}, "
           f"{device}, {torch.get_num_threads()} thread(s), {args.rounds} rounds ==")
     for c in clocks:
         print(f"-- {c} time --")
@@ -332,13 +363,19 @@ def run_scenario(scenario: str, args) -> dict:
         print(f"target ours(K={k_max}) <= {TARGET_RATIO}x ours single ({c}): "
               f"{'MET' if target_ok[c] else 'MISSED'} ({ratios[c][f'ours(K={k_max})/ours(1)']:.3f}x); bytes-read "
               f"floor (base + present adapters) / (base + one) = {floor[f'K={k_max}']:.3f}x")
+        per = f"ours per method K={k_max} ({len(M.MIX)} calls)"
+        if per in med[c]:
+            ratios[c][f"mixed(K={k_max})/per method"] = med[c][f"ours K={k_max}"] / med[c][per]
+            print(f"one mixed forward over the {len(M.MIX)} methods / the same rows run per method "
+                  f"({len(M.MIX)} forwards) = {ratios[c][f'mixed(K={k_max})/per method']:.3f}x")
         if f"ours predict K={k_max}" in med[c]:
             pr = med[c][f"ours predict K={k_max}"] / med[c]["ours predict single"]
             print(f"predict() level: ours predict K={k_max} / single = {pr:.3f}x (target <= 1.10x: "
                   f"{'MET' if pr <= 1.10 else 'MISSED'})")
     print("correctness:", check)
-    return {"scenario": scenario, "workload": workload, "batch": batch, "seq": seq, "dtype": args.dtype,
-            "rank": RANK, "target_modules": len(targets), "ks": ks, "rounds": args.rounds, "inner": args.inner,
+    return {"scenario": scenario, "workload": workload, "method": args.method, "adapters": what, "batch": batch,
+            "seq": seq, "dtype": args.dtype, "rank": RANK, "prefix_tokens": args.prefix_tokens, "ks": ks,
+            "rounds": args.rounds, "inner": args.inner,
             "threads": torch.get_num_threads(), "medians_ms": med, "stats": stats, "by_k": by_k, "ratios": ratios,
             "target": f"ours(K={k_max})/ours(1) <= {TARGET_RATIO}", "target_met": target_ok, "check": check,
             "layout": args.layout, "bytes_read_floor": floor}
@@ -358,6 +395,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--no-peft", action="store_true")
+    ap.add_argument("--method", choices=["lora", "prefix", "ia3", "mix"], default="lora",
+                    help="the adapters' method; mix: LoRA, bottleneck, IA3 and prefix rows in one batch")
+    ap.add_argument("--prefix-tokens", type=int, default=20, help="prefix tuning: virtual tokens per layer")
     ap.add_argument("--layout", choices=["banked", "trainable"], default="banked",
                     help="our adapters in banks (what load_adapter gives; default) or as trainable units")
     ap.add_argument("--quick", action="store_true", help="fewer rounds, K in {1, 64}")
@@ -372,7 +412,8 @@ def main(argv=None) -> int:
         args.rounds = min(args.rounds, 7)
         args.ks = [1, max(args.ks)]
     results = [run_scenario(s, args) for s in args.scenario]
-    name = args.name or ("mixed_batch_quick" if args.quick else "mixed_batch")
+    stem = "mixed_batch" if args.method == "lora" else f"mixed_batch_{args.method}"
+    name = args.name or (f"{stem}_quick" if args.quick else stem)
     C.write_result(name, {"env": C.env_info(args.device), "quick": args.quick,
                           "results": results},
                    args.out_dir or None)

@@ -1,6 +1,7 @@
-"""Quality on MiniLM for the three real tasks: full fine-tuning vs LoRA vs Bottleneck vs AdaLoRA, with the share
-of trainable parameters. Same data, splits, steps, batch size and schedule for every method; each PEFT method
-uses its recipe's learning rate, full fine-tuning a standard 5e-5 (higher rates diverge for full FT).
+"""Quality on MiniLM for the three real tasks: full fine-tuning vs LoRA vs Bottleneck vs AdaLoRA vs prefix tuning
+vs IA3, with the share of trainable parameters. Same data, splits, steps, batch size and schedule for every method;
+each PEFT method uses its recipe's learning rate, except prefix tuning (1e-2) and IA3 (5e-3), whose few parameters
+need larger steps (the usual settings for them); full fine-tuning uses a standard 5e-5 (higher rates diverge).
 
     .venv/bin/python benchmarks/quality.py                      # all tasks, all methods
     .venv/bin/python benchmarks/quality.py --tasks sentiment --methods lora,full --steps 100
@@ -28,7 +29,10 @@ METHODS = {
     "bottleneck": {"method": "bottleneck", "reduction_factor": 32, "placement": "houlsby"},
     "adalora": {"method": "adalora", "init_r": 6, "target_r": 4, "alpha": 16, "target_modules": "all-linear",
                 "tinit": 50, "tfinal": 100, "deltaT": 10},
+    "prefix": {"method": "prefix", "num_virtual_tokens": 20},
+    "ia3": {"method": "ia3"},
 }
+LR = {"prefix": 1e-2, "ia3": 5e-3}  # per-method learning rates (others: the recipe's)
 PRIMARY = {"sentiment": "accuracy", "topic": "accuracy", "ner": "f1"}
 
 
@@ -41,6 +45,8 @@ def recipe_for(task: str, method: str, steps: int, device: str):
             adapter.update(total_step=steps, tinit=min(adapter["tinit"], steps // 5),
                            tfinal=min(adapter["tfinal"], steps // 4))
         over.append(f"tasks.{task}.adapter={json.dumps(adapter)}")  # JSON is YAML: the one override mechanism
+        if method in LR:
+            over.append(f"training.lr={LR[method]}")
     return load_recipe(C.ROOT / "recipes" / TASK_RECIPES[task], over)
 
 
@@ -134,7 +140,7 @@ def C_scalars(m: dict) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default="sentiment,topic,ner")
-    ap.add_argument("--methods", default="full,lora,bottleneck,adalora")
+    ap.add_argument("--methods", default="full,lora,bottleneck,adalora,prefix,ia3")
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -424,9 +424,9 @@ def test_card_missing_fields_and_method_mismatch(model, saved, tmp_path):
 
     d = copy_dir(saved, tmp_path / "badpeft")
     cfg = json.loads((d / "adapter_config.json").read_text())
-    cfg["peft_type"] = "IA3"
+    cfg["peft_type"] = "LOHA"
     (d / "adapter_config.json").write_text(json.dumps(cfg))
-    failed_load(model, d, AdapterFileError, r"unsupported peft_type 'IA3'", d)
+    failed_load(model, d, AdapterFileError, r"unsupported peft_type 'LOHA'", d)
 
     d = copy_dir(saved, tmp_path / "badr")
     cfg = json.loads((d / "adapter_config.json").read_text())

@@ -62,8 +62,8 @@ def test_lazy_names_and_all():
 
     assert (AdapterModel, RoutedOutput) == (MAdapterModel, MRoutedOutput)
     assert (LoRA, AdaLoRA, Bottleneck) == (MLoRA, MAdaLoRA, MBottleneck)
-    expected = {"AdapterModel", "RoutedOutput", "LoRA", "AdaLoRA", "Bottleneck", "AdapterHubError",
-                "AdapterNameError", "AdapterFileError", "BaseMismatchError", "BaseSourceError", "StoreError",
+    expected = {"AdapterModel", "RoutedOutput", "LoRA", "AdaLoRA", "Bottleneck", "IA3", "PrefixTuning",
+                "AdapterHubError", "AdapterNameError", "AdapterFileError", "BaseMismatchError", "BaseSourceError", "StoreError",
                 "__version__"}
     assert set(adapterhub.__all__) == expected and expected <= set(dir(adapterhub))
     star: dict = {}

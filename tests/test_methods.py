@@ -9,7 +9,7 @@ import torch
 from adapterhub import AdapterModel
 from adapterhub.errors import AdapterHubError
 from adapterhub.methods import config_classes, get_method, methods
-from adapterhub.routing import AdaptedLinear
+from adapterhub.routing import INPUTS_PATH, AdaptedLinear
 from conftest import make_tokenizer, tiny_bert, tiny_llama
 
 C = config_classes()
@@ -23,6 +23,11 @@ CASES = [
     ("bottleneck-houlsby", "bottleneck", {"reduction_factor": 4}),
     ("bottleneck-pfeiffer-gelu", "bottleneck", {"reduction_factor": 8, "placement": "pfeiffer",
                                                 "non_linearity": "gelu"}),
+    ("ia3", "ia3", {}),  # peft's per-architecture targets and feed-forward modules
+    ("ia3-regex-ff", "ia3", {"target_modules": r".*\.(value|v_proj|intermediate\.dense|up_proj)",
+                             "feedforward_modules": r".*\.(intermediate\.dense|up_proj)"}),
+    ("prefix", "prefix", {"num_virtual_tokens": 4}),
+    ("prefix-projection", "prefix", {"num_virtual_tokens": 3, "prefix_projection": True, "encoder_hidden_size": 8}),
 ]
 BASES = ["bert", "llama"]
 
@@ -84,12 +89,18 @@ def test_add(case, base):
     model = _model(base)
     model.add_adapter("x", _config(method, kw, base), labels=["a", "b"])
     units = model.adapter_units("x")
-    assert units and all(isinstance(model.base.get_submodule(p), AdaptedLinear) for p in units)
+    key = model.entry("x").key  # module-level units sit in the Linear's wrapper, input-level ones in the input site
+    assert units and all((model.inputs if p == INPUTS_PATH else model.base.get_submodule(p)).holds(key) for p in units)
+    assert all(isinstance(model.base.get_submodule(p), AdaptedLinear) for p in units if p != INPUTS_PATH)
     assert model.num_parameters("x", include_head=False) > 0
     assert all(not p.requires_grad for p in model.base_parameters().values())
     assert model.entry("x").method is get_method(method)
-    ids, mask = _batch()  # fresh: the identity, exactly
-    torch.testing.assert_close(_hidden(model, ids, mask, "x"), _base_hidden(model, ids, mask), atol=0, rtol=0)
+    ids, mask = _batch()
+    fresh, base_out = _hidden(model, ids, mask, "x"), _base_hidden(model, ids, mask)
+    if get_method(method).identity_at_init:  # fresh: the identity, exactly
+        torch.testing.assert_close(fresh, base_out, atol=0, rtol=0)
+    else:  # (prefix tuning starts from random key/values, as in peft)
+        assert torch.isfinite(fresh).all() and (fresh - base_out).abs().max() > 1e-3
 
 
 @matrix
@@ -199,7 +210,7 @@ def test_merge_or_refusal(case, base):
     ids, mask = _batch()
     want = _hidden(model, ids, mask, "x")
     weights = {k: v.clone() for k, v in model.base_parameters().items()}
-    if not get_method(method).linear:
+    if not get_method(method).mergeable:
         with pytest.raises(AdapterHubError, match="nonlinear.*cannot be merged"):
             model.merge("x")
         assert model.merged is None

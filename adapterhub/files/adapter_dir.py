@@ -19,7 +19,8 @@ from ..errors import AdapterFileError
 from ..names import validate_name
 from .pickles import listing, refuse_pickle_weights
 
-PREFIX = "base_model.model."
+KEY_PREFIX = "base_model.model."  # peft's key prefix of a module's tensors in adapter_model.safetensors
+PREFIX = KEY_PREFIX  # its former name
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE)  # hashed in the card
 
 
@@ -96,9 +97,9 @@ def split_module_keys(state: dict[str, torch.Tensor], suffixes: set[str]) -> dic
     """``base_model.model.<path>.<suffix>`` -> {path: {suffix: tensor}}; unknown key shapes raise."""
     per_module: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in state.items():
-        if not key.startswith(PREFIX):
-            raise AdapterFileError(f"{WEIGHTS_FILE}: key {key!r} does not start with {PREFIX!r}")
-        rest = key[len(PREFIX):]
+        if not key.startswith(KEY_PREFIX):
+            raise AdapterFileError(f"{WEIGHTS_FILE}: key {key!r} does not start with {KEY_PREFIX!r}")
+        rest = key[len(KEY_PREFIX):]
         for suf in sorted(suffixes, key=len, reverse=True):
             if rest.endswith("." + suf):
                 per_module.setdefault(rest[: -len(suf) - 1], {})[suf] = t
@@ -169,6 +170,6 @@ def verify_adapter_dir(directory: Path, where: str | None = None) -> AdapterCard
     return card
 
 
-__all__ = ["ADAPTER_FILES", "verify_adapter_dir", "CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "PREFIX",
+__all__ = ["ADAPTER_FILES", "verify_adapter_dir", "CARD_FILE", "CONFIG_FILE", "HEAD_CONFIG_FILE", "HEAD_WEIGHTS_FILE", "WEIGHTS_FILE", "KEY_PREFIX",
            "read_json", "write_json", "write_dir_atomically", "read_safetensors", "refuse_pickle_only", "write_safetensors", "sha256_file",
            "split_module_keys"]

@@ -7,10 +7,12 @@ plug-in object (:class:`Method`) registered with :func:`adapterhub.methods.regis
   peft loads its files (``peft_loadable``), and whether its delta is linear (``linear``: merge/combine apply);
 - how it computes: ``kind``, a :class:`~adapterhub.routing.UnitKind` that stacks and applies its units through the
   one routing mechanism;
-- where it attaches and what it creates: :meth:`Method.resolve_targets`, :meth:`Method.create`;
+- where it attaches and what it creates: :meth:`Method.resolve_config` (base-dependent defaults),
+  :meth:`Method.resolve_targets`, :meth:`Method.create`;
 - how it reads and writes its files: :meth:`Method.to_adapter_config` / :meth:`Method.from_adapter_config` (peft's
   config; :meth:`Method.from_peft_config` and :meth:`Method.peft_targets` for plain peft files, with
-  ``peft_fields`` / ``peft_refused`` saying which peft fields it accepts and which it refuses), :meth:`Method.unit_file_state` / :meth:`Method.load_unit_file_state` (peft's tensor keys),
+  ``peft_fields`` / ``peft_refused`` saying which peft fields it accepts and which it refuses),
+  :meth:`Method.unit_file_state` / :meth:`Method.load_unit_file_state` (peft's tensor keys),
   :meth:`Method.file_module_sizes` (ranks from shapes), :meth:`Method.card_extra` and
   :meth:`Method.describe_sizes` (its card summary);
 - how it trains: :meth:`Method.validate_for_training`, ``training_options`` (its ``training.*`` recipe keys) and
@@ -27,8 +29,9 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ..files.adapter_dir import PREFIX
+from ..files.adapter_dir import KEY_PREFIX, split_module_keys
 from ..errors import AdapterFileError, AdapterHubError
+from ..merge import compute_dtype, lowrank_delta
 from ..routing import AdaptedLinear, UnitKind, is_linear_like
 from .peft_compat import peft_target_match
 
@@ -97,6 +100,9 @@ class Method:
     peft_type: ClassVar[str] = ""
     peft_loadable: ClassVar[bool] = False
     linear: ClassVar[bool] = False           # delta(x) = scale * B @ A @ x: :meth:`lowrank_factors` exists
+    identity_at_init: ClassVar[bool] = True  # a fresh adapter leaves the base's outputs exactly as they were
+    #: why an adapter that does not fold into the base weights cannot be merged (the refusal names it)
+    nonlinear_effect: ClassVar[str] = "its delta is nonlinear (not a linear map of the module's input)"
     accepts_factors: ClassVar[bool] = False  # the target of combine(): :meth:`factor_config` / :meth:`set_factors`
     card_keys: ClassVar[tuple[str, ...]] = ()
     file_keys: ClassVar[tuple[str, ...]] = ()  # tensor suffixes of one module in adapter_model.safetensors
@@ -105,11 +111,18 @@ class Method:
     size_dim: ClassVar[int] = 0
     size_label: ClassVar[str] = "rank"
     training_options: ClassVar[dict[str, tuple[Any, Any]]] = {}  # training.<key>: (types, default)
+    module_files: ClassVar[bool] = True  # files key tensors by module (peft's base_model.model.<path>.<suffix>)
     peft_fields: ClassVar[tuple[str, ...]] = ()  # peft config fields read from a plain peft file (see from_peft_config)
     peft_refused: ClassVar[dict[str, tuple[tuple, str]]] = {}  # peft field -> (values accepted, why others are not)
     peft_refused_tensors: ClassVar[dict[str, str]] = {}  # peft tensor names (a part) it does not implement -> why
 
     # --- targets -------------------------------------------------------------------------------
+    def resolve_config(self, config: MethodConfig, base: nn.Module) -> MethodConfig:
+        """The config with its base-dependent defaults filled in (what the files record, as peft writes them), checked
+        against ``base``: called when an adapter is added and when one is loaded, before targets are resolved.
+        Default: ``config`` unchanged."""
+        return config
+
     def default_targets(self, config: MethodConfig, base: nn.Module) -> list[str] | str:
         raise NotImplementedError
 
@@ -177,6 +190,14 @@ class Method:
                     )
                 target.copy_(src.to(dtype=target.dtype))
 
+    def file_key(self, path: str, suffix: str) -> str:
+        """The ``adapter_model.safetensors`` key of one unit tensor: peft's ``base_model.model.<path>.<suffix>``."""
+        return f"{KEY_PREFIX}{path}.{suffix}"
+
+    def split_file_keys(self, state: dict[str, torch.Tensor], suffixes: set[str]) -> dict[str, dict[str, torch.Tensor]]:
+        """The inverse of :meth:`file_key` over a whole file: ``{path: {suffix: tensor}}``; unknown keys raise."""
+        return split_module_keys(state, suffixes)
+
     def file_module_sizes(self, f) -> dict[str, int]:
         """Per module, its size (rank, width) read from an open safetensors file ``f`` (shapes only)."""
         suffix = "." + self.size_key
@@ -225,6 +246,20 @@ class Method:
         unit = self.create(config, module, path, init=False)
         self.load_unit_file_state(unit, self.row_file_state(config, path, row), path)
         return unit
+
+    # --- merge: folding a unit into its module's weights -------------------------------------------
+    @property
+    def mergeable(self) -> bool:
+        """Whether this method's units fold exactly into their modules' weights (:meth:`fold`): ``linear`` methods,
+        and methods that define their own :meth:`fold` (e.g. IA3's diagonal scalings)."""
+        return self.linear or type(self).fold is not Method.fold
+
+    def fold(self, weight: torch.Tensor, bias: torch.Tensor | None, unit: nn.Module):
+        """The module's ``(weight, bias)`` with ``unit`` folded in (new tensors, in the weight's dtype). Default, for
+        ``linear`` methods: ``W + scale * B @ A`` computed in float64 on CPU / float32 elsewhere; the bias is kept."""
+        a, b, scale = self.lowrank_factors(unit)
+        delta = lowrank_delta(a, b, scale, compute_dtype(weight.device))
+        return (weight.detach().to(delta.dtype) + delta.to(weight.device)).to(weight.dtype), bias
 
     # --- linear view (merge / combine) ---------------------------------------------------------
     def lowrank_factors(self, unit: nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | float]:
@@ -277,7 +312,7 @@ def check_shapes(path: str, state: dict[str, torch.Tensor], expected: dict[str, 
 
 
 def strip_prefix(key: str) -> str:
-    return key[len(PREFIX):] if key.startswith(PREFIX) else key
+    return key[len(KEY_PREFIX):] if key.startswith(KEY_PREFIX) else key
 
 
 def sizes_table(label: str, sizes: dict[str, int]) -> list[str]:

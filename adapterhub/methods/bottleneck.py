@@ -70,7 +70,7 @@ class BottleneckKind(UnitKind):
 
     name = "mlp-on-output"
 
-    def apply_one(self, method, unit, x, base_out, out, training):
+    def apply_one(self, method, unit, base, x, base_out, out, training):
         act = ACTIVATIONS[unit.non_linearity]
         h = base_out.to(unit.adapter_down.weight.dtype)
         return out + unit.adapter_up(act(unit.adapter_down(h))).to(out.dtype)
@@ -86,7 +86,7 @@ class BottleneckKind(UnitKind):
                 torch.stack([u.adapter_up.bias for u in units] + [torch.zeros_like(units[0].adapter_up.bias)]),
                 ACTIVATIONS[units[0].non_linearity])
 
-    def apply_rows(self, stack, x, base_out, out, idx, n_rows, training):
+    def apply_rows(self, stack, base, x, base_out, out, idx, n_rows, training):
         dw, db, uw, ub, act = stack
         d = gathered_mlp(as_rows(base_out, n_rows).to(dw.dtype), idx, dw, db, uw, ub, act)
         return out + d.reshape(*out.shape).to(out.dtype)
@@ -95,13 +95,13 @@ class BottleneckKind(UnitKind):
     def bank_group(self, row):
         return row["act"]
 
-    def apply_bank_row(self, row, x, base_out, out):
+    def apply_bank_row(self, row, base, x, base_out, out):
         act = ACTIVATIONS[row["act"]]
         h = base_out.to(row["dw"].dtype)
         return out + nn.functional.linear(act(nn.functional.linear(h, row["dw"], row["db"])), row["uw"],
                                           row["ub"]).to(out.dtype)
 
-    def apply_bank_rows(self, state, x, base_out, out, idx, n_rows):
+    def apply_bank_rows(self, state, base, x, base_out, out, idx, n_rows):
         r = state.rows
         d = gathered_mlp(as_rows(base_out, n_rows).to(r["dw"].dtype), idx, r["dw"], r["db"], r["uw"], r["ub"],
                          ACTIVATIONS[state.static["act"]])

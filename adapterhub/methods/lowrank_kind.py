@@ -22,7 +22,7 @@ class LowRankKind(UnitKind):
     name = "lowrank"
     bank_side_keys = ("e", "s")  # kept per slot for exact files; forwards use "es"
 
-    def apply_one(self, method, unit, x, base_out, out, training):
+    def apply_one(self, method, unit, base, x, base_out, out, training):
         a, b, scale = method.lowrank_factors(unit)
         xin = F.dropout(x, unit.dropout, training) if unit.dropout else x
         z = F.linear(xin.to(a.dtype), a)
@@ -43,7 +43,7 @@ class LowRankKind(UnitKind):
         p = torch.tensor(p_list + [0.0], device=a_list[0].device) if any(p_list) else None
         return stack_padded(a_list, 0), stack_padded(bt_list, 0), p
 
-    def apply_rows(self, stack, x, base_out, out, idx, n_rows, training):
+    def apply_rows(self, stack, base, x, base_out, out, idx, n_rows, training):
         a, bt, p = stack
         xr = as_rows(x, n_rows)
         if training and p is not None:
@@ -59,7 +59,7 @@ class LowRankKind(UnitKind):
         r = int(row["a"].shape[0])
         return 1 << max(0, (r - 1).bit_length())
 
-    def apply_bank_row(self, row, x, base_out, out):
+    def apply_bank_row(self, row, base, x, base_out, out):
         a, bt, es = row["a"], row["bt"], row["es"]
         z = F.linear(x.to(a.dtype), a) * es
         if out.dtype == bt.dtype:
@@ -67,7 +67,7 @@ class LowRankKind(UnitKind):
             return torch.addmm(o2, z.reshape(o2.shape[0], -1), bt).view(out.shape)
         return out + (z @ bt).to(out.dtype)
 
-    def apply_bank_rows(self, state, x, base_out, out, idx, n_rows):
+    def apply_bank_rows(self, state, base, x, base_out, out, idx, n_rows):
         rows = state.rows
         a, bt = rows["a"].index_select(0, idx), rows["bt"].index_select(0, idx)
         xr = as_rows(x, n_rows).to(a.dtype)

@@ -64,6 +64,16 @@ def default_lora_targets(base: nn.Module) -> list[str] | str:
     return list(MAP.get(model_type, [])) or "all-linear"
 
 
+def default_ia3_modules(base: nn.Module) -> tuple[list[str] | None, list[str] | None]:
+    """peft's default IA3 ``(target_modules, feedforward_modules)`` for the base's ``model_type`` (None: unknown)."""
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FF
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS
+
+    model_type = getattr(getattr(base, "config", None), "model_type", None)
+    targets, ff = TARGETS.get(model_type), FF.get(model_type)
+    return (list(targets) if targets is not None else None), (list(ff) if ff is not None else None)
+
+
 def jsonable(d: dict[str, Any]) -> dict[str, Any]:
     """A peft config's ``to_dict()`` with sets sorted and enums as their values."""
     out = {}

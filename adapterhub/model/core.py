@@ -44,6 +44,7 @@ class AdapterModel(nn.Module):
         self.base = base
         self.base.requires_grad_(False)
         self.module_map = ModuleMap(base)  # path -> module, kept current as modules are wrapped and unwrapped
+        self.inputs = self.module_map.inputs  # the site of input-level adapters (prefix tuning), a submodule
         self.tokenizer = tokenizer
         cfg = getattr(base, "config", None)
         self.base_id = base_id or getattr(cfg, "_name_or_path", "") or type(base).__name__
@@ -118,6 +119,7 @@ class AdapterModel(nn.Module):
         self.check_new_name(name)
         method = method_for(config)
         config.validate()
+        config = method.resolve_config(config, self.base)
         if task == CAUSAL_LM and self.lm_head is None:
             raise AdapterHubError("task 'causal-lm' needs a base with an LM head; this base has none")
         head = build_head(task, self.hidden_size, check_labels(labels), base=self.base, **head_options)
@@ -378,7 +380,8 @@ class AdapterModel(nn.Module):
         return self.merge_state.name if self.merge_state is not None else None
 
     def merge(self, name: str) -> None:
-        """Fold linear adapter ``name`` into the base weights (serves only it until :meth:`unmerge`)."""
+        """Fold adapter ``name`` into the base weights (serves only it until :meth:`unmerge`); methods whose units fold
+        (LoRA, IA3, ...: ``Method.mergeable``)."""
         merging.merge(self, name)
 
     def unmerge(self) -> str | None:

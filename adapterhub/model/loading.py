@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..files.adapter_dir import (CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE, card_sha256,
-                                 read_json, read_safetensors, refuse_pickle_only, split_module_keys)
+                                 read_json, read_safetensors, refuse_pickle_only)
 from ..heads.native import check_task_copies
 from ..files.card import AdapterCard, check_base
 from ..atomic import sweep_stale
@@ -21,7 +21,7 @@ from ..methods import Method, MethodConfig, method_for_peft_type
 from ..names import names_a_directory
 from .entry import AdapterEntry
 from .peft_layout import EXPORT_INFO, is_identity, read_peft_adapter, split_file
-from .units import ModuleMap, build_units, has_module, target_linears
+from .units import ModuleMap, build_units, has_module, target_modules
 
 
 def check_replacement(model, name: str, task: str, labels, replace: bool, where: str) -> None:
@@ -88,6 +88,13 @@ def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, Meth
     return method, config, cfg_dict
 
 
+def _resolved(method: Method, config: MethodConfig, base: nn.Module, directory: Path) -> MethodConfig:
+    try:
+        return method.resolve_config(config, base)
+    except AdapterHubError as e:
+        raise BaseMismatchError(f"{directory / CONFIG_FILE}: {e}") from None
+
+
 def _targets(mm: ModuleMap, method: Method, config: MethodConfig, spec, directory: Path) -> list[str]:
     if isinstance(spec, list) and spec and all(isinstance(t, str) and has_module(mm, t) for t in spec):
         return list(spec)  # exact module paths, as adapterhub writes them
@@ -123,7 +130,7 @@ def build_read(mm: ModuleMap, method: Method, config: MethodConfig, targets: lis
             _checked(method.load_unit_file_state, where, unit, per_module[path], path)
         return units, None
     return None, {path: _checked(method.file_row, where, config, path, lin, per_module[path])
-                  for path, lin in target_linears(mm, targets).items()}
+                  for path, lin in target_modules(mm, method, targets).items()}
 
 
 def _checked(fn, where, *args):
@@ -140,16 +147,16 @@ def _file_adapter(model, method: Method, config: MethodConfig, cfg_dict: dict, d
     with peft's semantics (:mod:`.peft_layout`)."""
     tensors = read_safetensors(directory / WEIGHTS_FILE, "the adapter weights",
                                card_sha256(card, WEIGHTS_FILE, str(directory)))
-    if not method.file_keys:  # no declared tensor names: the units say which
-        units = build_units(model.module_map, method, config, _targets(model.module_map, method, config,
-                                                                       cfg_dict.get("target_modules"), directory))
-        suffixes = {k for u in units.values() for k in method.unit_file_state(u)}
-        targets = list(units)
-        return config, targets, _module_states(split_module_keys(tensors, suffixes), targets, directory), {}
+    if not method.file_keys or not method.module_files:  # the units (or the method's own keys) say which
+        targets = _targets(model.module_map, method, config, cfg_dict.get("target_modules"), directory)
+        suffixes = set(method.file_keys) or {k for u in build_units(model.module_map, method, config, targets).values()
+                                             for k in method.unit_file_state(u)}
+        per_module = _checked(method.split_file_keys, directory / WEIGHTS_FILE, tensors, suffixes)
+        return config, targets, _module_states(per_module, targets, directory), {}
     modules, others = split_file(tensors, set(method.file_keys), str(directory / WEIGHTS_FILE))
     if is_identity(modules, others, model):
         targets = _targets(model.module_map, method, config, cfg_dict.get("target_modules"), directory)
-        target_linears(model.module_map, targets)  # the base's own layers (not another adapter's), checked first
+        target_modules(model.module_map, method, targets)  # the base's own layers (not another adapter's), checked first
         return config, targets, _module_states(modules, targets, directory), {}
     got = read_peft_adapter(model, method, cfg_dict, tensors, str(directory / CONFIG_FILE))
     return got.config, got.targets, got.per_module, got.others
@@ -191,6 +198,7 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     name = card.name if name is None else name
     check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
+    config = _resolved(method, config, model.base, directory)
     if card.task == CAUSAL_LM and model.lm_head is None:
         raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
     config, targets, per_module, others = _file_adapter(model, method, config, cfg_dict, directory, card)

@@ -1,8 +1,8 @@
 """Merge, unmerge, export and combine: functions over an :class:`~adapterhub.model.AdapterModel` (its methods of
 the same names call them), through its public API.
 
-- :func:`merge` / :func:`unmerge`: fold one linear adapter into the base weights for zero-overhead inference, and
-  restore the base bit for bit (the backup lives in ``model.merge_state``);
+- :func:`merge` / :func:`unmerge`: fold one adapter into the base weights for zero-overhead inference (methods
+  whose units fold: ``Method.mergeable``), and restore the base bit for bit (the backup lives in ``model.merge_state``);
 - :func:`export_merged`: write a standalone transformers model directory with one adapter folded in (plus the
   tokenizer, and the task head for classification adapters);
 - :func:`combine`: a new adapter of the factor-holding method from a weighted combination of linear adapters
@@ -42,7 +42,7 @@ class MergeState:
     """The adapter folded into the base, and each touched module's original weight."""
 
     name: str
-    backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]
+    backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]]  # path -> (module, weight, bias)
 
 
 def require_linear(model, name: str, what: str) -> AdapterEntry:
@@ -55,22 +55,28 @@ def require_linear(model, name: str, what: str) -> AdapterEntry:
     return e
 
 
-def _folded(w: torch.Tensor, method, unit) -> torch.Tensor:
-    """``W + scale * B @ A`` computed in float64 on CPU / float32 elsewhere, cast back to ``W``'s dtype."""
-    a, b, scale = method.lowrank_factors(unit)
-    delta = lowrank_delta(a, b, scale, compute_dtype(w.device))
-    return (w.detach().to(delta.dtype) + delta.to(w.device)).to(w.dtype)
+def require_mergeable(model, name: str) -> AdapterEntry:
+    """The entry of ``name`` if its method folds into the base weights (:attr:`Method.mergeable`), else a refusal
+    that says why (the method's ``nonlinear_effect``)."""
+    e = model.entry(name)
+    if not e.method.mergeable:
+        ok = sorted(n for n, m in methods().items() if m.mergeable)
+        raise AdapterHubError(f"adapter {name!r} is a {e.method.name} adapter: {e.method.nonlinear_effect}, so it "
+                              f"cannot be merged into the base weights; only adapters that fold into them "
+                              f"({', '.join(ok)}) can")
+    return e
 
 
 # ----------------------------------------------------------------------------------------------------
 # merge / unmerge
 # ----------------------------------------------------------------------------------------------------
 def merge(model, name: str) -> None:
-    """Fold linear adapter ``name`` into the base: ``W += scale * B @ A`` on each Linear it targets. Until
-    :func:`unmerge`, the model serves only ``name`` (its unit is skipped, its delta being in ``W``): a batch
-    routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the merged unit
-    gets no gradient while merged); not to be run concurrently with requests (it rewrites base weights)."""
-    e = require_linear(model, name, "merged into the base weights")
+    """Fold adapter ``name`` into the base (its method's ``fold``: ``W += scale * B @ A`` for low-rank methods) on each
+    Linear it targets. Until :func:`unmerge`, the model serves only ``name`` (its unit is skipped, its delta being in
+    ``W``): a batch routing any other adapter is refused, and ``name`` cannot be deleted. Meant for inference (the
+    merged unit gets no gradient while merged); not to be run concurrently with requests (it rewrites base
+    weights)."""
+    e = require_mergeable(model, name)
     current = model.merged
     if current is not None:
         if current == name:
@@ -89,13 +95,16 @@ def merge(model, name: str) -> None:
         if not mod.base_layer.weight.is_floating_point():
             raise AdapterHubError(f"cannot merge into {path!r}: its weight is {mod.base_layer.weight.dtype}, "
                                   "not a floating-point tensor (quantized base?)")
-    backup: dict[str, tuple[AdaptedLinear, torch.Tensor]] = {}
+    backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]] = {}
     with torch.no_grad():
         try:
             for path, mod in mods.items():
-                w = linear_view(mod.base_layer).weight  # [out, in] (a transposed view for a Conv1D)
-                backup[path] = (mod, w.detach().clone())
-                w.copy_(_folded(w, e.method, units[path]))
+                w, b = linear_view(mod.base_layer).weight, mod.base_layer.bias  # [out, in] (a view for Conv1D)
+                backup[path] = (mod, w.detach().clone(), None if b is None else b.detach().clone())
+                new_w, new_b = e.method.fold(w, b, units[path])
+                w.copy_(new_w)
+                if new_b is not b:
+                    b.copy_(new_b)
                 mod.merged_name = key
         except BaseException:
             _restore(backup)
@@ -103,10 +112,12 @@ def merge(model, name: str) -> None:
     model.merge_state = MergeState(name, backup)
 
 
-def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor]]) -> None:
+def _restore(backup: dict[str, tuple[AdaptedLinear, torch.Tensor, torch.Tensor | None]]) -> None:
     with torch.no_grad():
-        for mod, original in backup.values():
-            linear_view(mod.base_layer).weight.copy_(original)
+        for mod, weight, bias in backup.values():
+            linear_view(mod.base_layer).weight.copy_(weight)
+            if bias is not None:
+                mod.base_layer.bias.copy_(bias)
             mod.merged_name = None
 
 
@@ -131,16 +142,18 @@ def clean_base_copy(model) -> nn.Module:
     clean = copy.deepcopy(model.base, memo)
     unwrap_all(clean)
     if model.merge_state is not None:
-        for path, (_mod, original) in model.merge_state.backup.items():
+        for path, (_mod, weight, bias) in model.merge_state.backup.items():
             lin = clean.get_submodule(path)
-            lin.weight = nn.Parameter(stored_weight(lin, original), requires_grad=False)
+            lin.weight = nn.Parameter(stored_weight(lin, weight), requires_grad=False)
+            if bias is not None:
+                lin.bias = nn.Parameter(bias, requires_grad=False)
     clean.requires_grad_(False)
     return clean
 
 
 def export_merged(model, name: str, directory: str | os.PathLike, overwrite: bool = False,
                   quantize: str | None = None) -> Path:
-    """Write a standalone transformers model directory: the base with linear adapter ``name`` folded in (no
+    """Write a standalone transformers model directory: the base with adapter ``name`` folded in (no
     adapterhub wrapper; loads with ``AutoModel``/``AutoModelForCausalLM.from_pretrained``), its tokenizer, and for
     classification adapters the task head files. Written atomically (temp dir, then rename). The model is left as
     it is. ``quantize`` (default: the base's own mode, if it is quantized): the merged weights quantized, with the
@@ -150,7 +163,7 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
     from .export_quantized import densify, save_quantized
     from .quantize import check_mode
 
-    e = require_linear(model, name, "merged into the base weights")
+    e = require_mergeable(model, name)
     source = model.quantization.mode if model.quantization is not None else None
     mode = quantize if quantize is not None else source
     if mode is not None:
@@ -160,8 +173,10 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
     with torch.no_grad():
         for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
-            folded = _folded(linear_view(lin).weight, e.method, unit)
-            lin.weight = nn.Parameter(stored_weight(lin, folded), requires_grad=False)
+            new_w, new_b = e.method.fold(linear_view(lin).weight, lin.bias, unit)
+            lin.weight = nn.Parameter(stored_weight(lin, new_w), requires_grad=False)
+            if new_b is not lin.bias:
+                lin.bias = nn.Parameter(new_b, requires_grad=False)
     head = model.entry(name).head
 
     def write(d: Path) -> None:

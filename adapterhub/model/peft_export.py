@@ -19,7 +19,7 @@ import torch
 
 from ..bases import hub_model_id
 from ..errors import AdapterHubError
-from ..files.adapter_dir import CONFIG_FILE, PREFIX, WEIGHTS_FILE, write_json, write_safetensors
+from ..files.adapter_dir import CONFIG_FILE, KEY_PREFIX, WEIGHTS_FILE, write_json, write_safetensors
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
 from ..heads.native import TASK_AUTO_CLASSES, task_modules, task_tensors
 from ..methods import methods
@@ -73,6 +73,10 @@ def write_peft_task_export(model, name: str, directory, lora_only: bool = False,
                            extra: dict | None = None) -> None:
     """Write adapter ``name`` as a peft task-model export into an existing (empty) directory (see the module)."""
     e = model.entry(name)
+    if not e.method.module_files:
+        raise AdapterHubError(f"adapter {name!r}: a peft task-model export re-keys adapted modules under the task "
+                              f"model's names; {e.method.display_name} files are not keyed by module, and "
+                              "save_adapter already writes them in peft's format")
     task_type, auto_class, head_names = _plan(model, name, lora_only)
     task_model = _task_model(model, auto_class)
     names = task_names(model, task_model, e.targets)
@@ -87,10 +91,10 @@ def write_peft_task_export(model, name: str, directory, lora_only: bool = False,
     cfg = e.method.to_adapter_config(config, sorted(names.values()), base_id,
                                      units={names[p]: u for p, u in units.items()})
     cfg.update(task_type=task_type, modules_to_save=saved or None)
-    tensors = {f"{PREFIX}{names[p]}.{suf}": t for p, u in units.items()
+    tensors = {f"{KEY_PREFIX}{names[p]}.{suf}": t for p, u in units.items()
                for suf, t in e.method.unit_file_state(u).items()}
     if head_names:
-        tensors.update({f"{PREFIX}{k}": t for k, t in task_tensors(e.head, model.base).items()})
+        tensors.update({f"{KEY_PREFIX}{k}": t for k, t in task_tensors(e.head, model.base).items()})
     d = Path(directory)
     write_json(d / CONFIG_FILE, cfg, sort_keys=False)
     write_safetensors(d / WEIGHTS_FILE, tensors)

@@ -11,8 +11,8 @@ import dataclasses
 
 import torch
 
-from ..errors import AdapterFileError, BaseMismatchError
-from ..files.adapter_dir import PREFIX
+from ..errors import AdapterFileError, AdapterHubError, BaseMismatchError
+from ..files.adapter_dir import KEY_PREFIX
 from ..heads import CAUSAL_LM, SEQ_CLS, TOKEN_CLS
 from ..methods import Method, MethodConfig, targetable_modules
 
@@ -41,9 +41,9 @@ def split_file(tensors: dict[str, torch.Tensor], suffixes: set[str], where: str,
     modules: dict[str, dict[str, torch.Tensor]] = {}
     others: dict[str, torch.Tensor] = {}
     for key, t in tensors.items():
-        if not key.startswith(PREFIX):
-            raise AdapterFileError(f"{where}: key {key!r} does not start with {PREFIX!r}")
-        rest = key[len(PREFIX):]
+        if not key.startswith(KEY_PREFIX):
+            raise AdapterFileError(f"{where}: key {key!r} does not start with {KEY_PREFIX!r}")
+        rest = key[len(KEY_PREFIX):]
         why = next((w for part, w in (refused or {}).items() if f".{part}" in rest), None)
         if why is not None:
             raise AdapterFileError(f"{where}: tensor {key!r}: {why}")
@@ -95,6 +95,13 @@ def read_peft_adapter(model, method: Method, cfg: dict, tensors: dict[str, torch
     peft would adapt must be exactly the file's, and every value comes from the file."""
     if not method.file_keys or not method.peft_loadable:
         raise AdapterFileError(f"{where}: {method.display_name} adapters have no plain peft format")
+    if not method.module_files:  # one table for the model (prefix tuning): no module names to map
+        config = _resolved(method, method.from_peft_config(cfg, None, where), model, where)
+        try:
+            per_module = method.split_file_keys(tensors, set(method.file_keys))
+        except AdapterHubError as e:
+            raise AdapterFileError(f"{where}: {e}") from None
+        return PeftAdapter(config, method.resolve_targets(config, model.base), per_module, {}, {})
     modules, others = split_file(tensors, set(method.file_keys), where, method.peft_refused_tensors)
     keys = name_map(model, set(modules), where)
     targets = method.peft_targets(cfg, keys, output_paths(model))
@@ -108,9 +115,17 @@ def read_peft_adapter(model, method: Method, cfg: dict, tensors: dict[str, torch
         raise AdapterFileError(f"{where}: no weights for target module {missing[0]!r} (peft adapts it)")
     if not targets:
         raise BaseMismatchError(f"{where}: target_modules={cfg.get('target_modules')!r} adapt no module of this base")
-    config = method.from_peft_config(cfg, {p: keys[p] for p in targets}, where)
-    config.validate()
+    config = _resolved(method, method.from_peft_config(cfg, {p: keys[p] for p in targets}, where), model, where)
     return PeftAdapter(config, targets, {p: modules[keys[p]] for p in targets}, others, keys)
+
+
+def _resolved(method: Method, config: MethodConfig, model, where: str) -> MethodConfig:
+    """``config`` checked, with its base-dependent defaults filled in (:meth:`~adapterhub.methods.Method.resolve_config`)."""
+    config.validate()
+    try:
+        return method.resolve_config(config, model.base)
+    except AdapterHubError as e:
+        raise BaseMismatchError(f"{where}: {e}") from None
 
 
 def is_identity(modules: dict, others: dict, model) -> bool:

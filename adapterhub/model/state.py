@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import AdapterHubError
 from .entry import AdapterEntry
-from .units import rows_of, target_linears, units_of
+from .units import rows_of, target_modules, units_of
 
 
 def bank(model, name: str) -> AdapterEntry:
@@ -40,7 +40,7 @@ def adapter_units(model, name: str) -> dict[str, nn.Module]:
     if not e.banked:
         return units_of(model.module_map, e.key, e.targets)
     rows = rows_of(model.module_map, e.key, e.targets)
-    lins = target_linears(model.module_map, list(rows))
+    lins = target_modules(model.module_map, e.method, list(rows))
     return {p: e.method.unit_from_row(e.config, p, lins[p], row) for p, row in rows.items()}
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..files.adapter_dir import (ADAPTER_FILES, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, PREFIX, WEIGHTS_FILE,
+from ..files.adapter_dir import (ADAPTER_FILES, CONFIG_FILE, HEAD_CONFIG_FILE, HEAD_WEIGHTS_FILE, WEIGHTS_FILE,
                                  sha256_file, write_json, write_safetensors)
 from ..files.card import AdapterCard
 from ..methods import get_method
@@ -41,7 +41,7 @@ def write_adapter_files(model, name: str, directory: str | os.PathLike, convert_
     else:
         cfg_dict = method.to_adapter_config(config, e.targets, model.base_id, units=units)
         per_module = {p: method.unit_file_state(unit) for p, unit in units.items()}
-    tensors = {f"{PREFIX}{p}.{suf}": t for p, ts in per_module.items() for suf, t in ts.items()}
+    tensors = {method.file_key(p, suf): t for p, ts in per_module.items() for suf, t in ts.items()}
     write_json(d / CONFIG_FILE, cfg_dict, sort_keys=False)  # pattern order is meaning: kept
     write_safetensors(d / WEIGHTS_FILE, tensors)
     card = write_head_and_card(model, name, d, metrics, extra)

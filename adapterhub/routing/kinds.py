@@ -9,8 +9,14 @@ For a batch, :class:`~adapterhub.routing.layer.AdaptedLinear` calls
   and :meth:`UnitKind.apply_rows` with the row -> slot index (slot ``len(names)`` is the all-zero slot: rows whose
   adapter does not touch this module, or belongs to another kind).
 
-Every kind gets the module input ``x`` and the base output ``base_out``, and returns ``out`` plus its rows' deltas.
-A row uses one adapter, so at most one kind changes it.
+Every kind gets the wrapped base module ``base`` (for kinds whose delta re-applies its weight, e.g. IA3's input
+scaling ``W (x * l) = base_out + W (x * (l - 1))``), the module input ``x`` and the base output ``base_out``, and
+returns ``out`` plus its rows' deltas. A row uses one adapter, so at most one kind changes it.
+
+Input-level kinds (``level = INPUTS``, e.g. prefix tuning) act on the backbone's call instead: their units sit in
+the model's :class:`~adapterhub.routing.inputs.RoutedInputs` site, which gathers per row (:meth:`UnitKind.gather_rows`
+from stacked units, :meth:`UnitKind.gather_bank_rows` from banks; rows of other adapters get the zero contribution)
+and hands the gathered parts to :meth:`UnitKind.apply_inputs`, which rewrites the call's keyword arguments.
 
 Adapters held for inference live in banks (:mod:`adapterhub.routing.bank`), one *row* (a dict of tensors, plus
 non-tensor values shared by its group) per adapter: the method makes rows (``Method.unit_row`` / ``file_row``)
@@ -26,13 +32,21 @@ from torch import nn
 #: (adapter name, its method plug-in, its unit on this module)
 Entry = tuple[str, Any, nn.Module]
 
+MODULE = "module"  # a kind applied to a targeted module's output (by AdaptedLinear)
+INPUTS = "inputs"  # a kind applied to the backbone call's inputs (by RoutedInputs)
+
 
 class UnitKind:
     """Base of unit kinds. One stateless instance per kind, shared by the methods that produce such units."""
 
     name: str = ""
+    level: str = MODULE
+    #: in a batch mixing adapters of several kinds, compute only the rows of this kind's adapters (gathered, then
+    #: put back) instead of every row through the zero slot: for kinds whose per-row cost is a base layer's (IA3's
+    #: input scaling re-applies W); the copies cost more than a low-rank or element-wise delta on zero rows
+    own_rows_only: bool = False
 
-    def apply_one(self, method: Any, unit: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
+    def apply_one(self, method: Any, unit: nn.Module, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
                   out: torch.Tensor, training: bool) -> torch.Tensor:
         """``out`` plus the unit's delta on every row."""
         raise NotImplementedError
@@ -45,7 +59,7 @@ class UnitKind:
         """Stacked tensors of these units (plus the zero slot), in ``entries`` order."""
         raise NotImplementedError
 
-    def apply_rows(self, stack: Any, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
+    def apply_rows(self, stack: Any, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
                    idx: torch.Tensor, n_rows: int, training: bool) -> torch.Tensor:
         """``out`` plus, for row ``i``, the delta of the unit in slot ``idx[i]`` (zero for the zero slot)."""
         raise NotImplementedError
@@ -55,14 +69,29 @@ class UnitKind:
         """Rows with different groups go to different banks (e.g. activations, rank buckets). Default: one."""
         return None
 
-    def apply_bank_row(self, row: dict, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    def apply_bank_row(self, row: dict, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor,
+                       out: torch.Tensor) -> torch.Tensor:
         """``out`` plus one banked adapter's delta on every row (``row``: its unpadded tensors)."""
         raise NotImplementedError
 
-    def apply_bank_rows(self, state, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
+    def apply_bank_rows(self, state, base: nn.Module, x: torch.Tensor, base_out: torch.Tensor, out: torch.Tensor,
                         idx: torch.Tensor, n_rows: int) -> torch.Tensor:
         """``out`` plus, for batch row ``i``, the delta of bank row ``idx[i]`` (``state.rows``: the stacked
         tensors; row 0 is all zeros)."""
+        raise NotImplementedError
+
+    # --- input-level kinds (``level = INPUTS``) ------------------------------------------------------------
+    def gather_rows(self, stack: Any, idx: torch.Tensor, n_rows: int, training: bool) -> Any:
+        """Per batch row, the contribution of the unit in slot ``idx[i]`` of ``stack`` (zero for the zero slot)."""
+        raise NotImplementedError
+
+    def gather_bank_rows(self, state, idx: torch.Tensor, n_rows: int) -> Any:
+        """Per batch row, the contribution of bank row ``idx[i]`` (row 0: zero)."""
+        raise NotImplementedError
+
+    def apply_inputs(self, parts: list, call) -> None:
+        """Rewrite ``call.kwargs`` (a :class:`~adapterhub.routing.inputs.BackboneCall`) with the gathered ``parts``
+        (one per stack or bank; each row is non-zero in at most one part)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
