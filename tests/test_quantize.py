@@ -455,3 +455,47 @@ def test_serve_quantize_builds_an_int8_base_under_full_precision_adapters(tmp_pa
     assert main(["serve", "--base", str(tmp_path / "no-such-base"), "--quantize", "int4"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --quantize: unknown quantization mode 'int4'") and "Traceback" not in err
+
+
+def test_ia3_and_prefix_adapters_run_on_a_quantized_base():
+    """IA3 (output and input scalings) and prefix tuning (an input-level site, outside the base) stay in full
+    precision on an int8 base, are close to the fp32 outputs, train on int8-weight-only; an IA3 input scaling on the
+    dynamic int8 base, which has no gradient, is refused rather than left untrained."""
+    from adapterhub.methods.ia3 import IA3
+    from adapterhub.methods.prefix import PrefixTuning
+
+    def build(mode):
+        m = fresh()
+        m.add_adapter("i", IA3(), labels=LABELS)
+        m.add_adapter("p", PrefixTuning(num_virtual_tokens=4), labels=LABELS)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for n in ("i", "p"):
+                for q in m.adapter_parameters(n):
+                    q.add_(torch.randn(q.shape, generator=g) * 0.3)
+        if mode:
+            m.quantize(mode)
+        return m
+
+    ids, mask = batch()
+    ref = build(None)
+    for mode in MODES:
+        m = build(mode)
+        assert all(type(q) is torch.nn.Parameter and q.dtype == torch.float32
+                   for n in ("i", "p") for q in m.adapter_parameters(n))
+        with torch.no_grad():
+            for n in ("i", "p"):
+                assert cos(m(ids, mask, adapters=n).hidden_states, ref(ids, mask, adapters=n).hidden_states) > 0.99
+            rows = ["i", "p", "i", "p", "i"]
+            assert cos(m(ids, mask, adapters=rows).hidden_states, ref(ids, mask, adapters=rows).hidden_states) > 0.99
+    m = build("int8-weight-only")
+    m.train()
+    for n in ("i", "p"):
+        sum(m(ids, mask, adapters=n, labels={n: torch.tensor([0, 1, 0, 1, 0])}).losses.values()).backward()
+        assert all(q.grad is not None and q.grad.abs().sum() > 0 for q in m.adapter_parameters(n))
+    m = fresh()
+    m.add_adapter("ff", IA3(target_modules=["output.dense"], feedforward_modules=["output.dense"]), labels=LABELS)
+    m.quantize("int8")
+    m.train()
+    with pytest.raises(AdapterHubError, match=r"IA3: the base weight \(Int8Tensor\) gives no gradient"):
+        m(ids, mask, adapters="ff", labels={"ff": torch.tensor([0, 1, 0, 1, 0])})
