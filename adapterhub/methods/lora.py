@@ -34,7 +34,7 @@ class LoRA(MethodConfig):
     alpha_pattern: dict[str, float] | None = None
 
     def for_module(self, path: str) -> tuple[int, float]:
-        """(r, alpha) for one module path, honouring rank_pattern/alpha_pattern like peft: the first key, in the
+        r"""(r, alpha) for one module path, honouring rank_pattern/alpha_pattern like peft: the first key, in the
         dict's order (the file's), that matches the path as ``(.*\.)?(key)$``."""
         r = _pattern_value(self.rank_pattern, path, self.r)
         alpha = _pattern_value(self.alpha_pattern, path, self.lora_alpha)

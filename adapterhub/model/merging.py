@@ -49,9 +49,9 @@ def require_linear(model, name: str, what: str) -> AdapterEntry:
     e = model.entry(name)
     if not e.method.linear:
         linear = sorted(n for n, m in methods().items() if m.linear)
-        raise AdapterHubError(
-            f"adapter {name!r} is a {e.method.name} adapter: its delta is nonlinear (not a linear map B @ A), so it "
-            f"cannot be {what}; only low-rank adapters ({', '.join(linear)}) can")
+        why = "its delta is not a low-rank product B @ A" if e.method.mergeable else e.method.nonlinear_effect
+        raise AdapterHubError(f"adapter {name!r} is a {e.method.name} adapter: {why}, so it cannot be {what}; only "
+                              f"low-rank adapters ({', '.join(linear)}) can")
     return e
 
 
