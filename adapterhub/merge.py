@@ -12,7 +12,9 @@ different target modules: a module an adapter does not target has ``delta_W = 0`
 - :func:`truncated_svd`: re-factor a combined delta into LoRA factors of a given rank
   (``B' = U_r sqrt(S_r)``, ``A' = sqrt(S_r) V_r^T``), zero-padded when the rank exceeds ``min(out, in)``;
 - :func:`lowrank_sum_factors`: the same re-factoring of a weighted sum of low-rank deltas, computed from the
-  factors (QR + an SVD of an ``R x R`` core) without ever forming the ``out x in`` matrix.
+  factors (QR + an SVD of an ``R x R`` core) without ever forming the ``out x in`` matrix;
+- :func:`lowrank_svd` (the thin SVD behind it), :func:`energy_rank` and :func:`split_svd`: rank compression of
+  one adapter's delta (keep the top singular directions, by count or by the share of ``sum s_i^2`` kept).
 
 Nothing here touches a model; :mod:`adapterhub.inference` drives these functions.
 """
@@ -153,23 +155,50 @@ def truncated_svd(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.T
     return _split_sqrt(u, s, vh, int(rank), out_f, in_f)
 
 
-def lowrank_sum_factors(factors: Sequence[tuple[torch.Tensor, torch.Tensor]], weights: Sequence[float],
-                        rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`truncated_svd` of ``sum_i weights[i] * B_i @ A_i`` (scales already folded into ``B_i``), from the
-    factors: ``[w_1 B_1 | ... ] = Q_b R_b``, ``[A_1; ...]^T = Q_a R_a``, SVD of the small core ``R_b R_a^T``."""
-    if int(rank) < 1:
-        raise ValueError(f"rank must be a positive int, got {rank!r}")
+def lowrank_svd(factors: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                weights: Sequence[float]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD ``(U [out, k], s [k], V^T [k, in])`` of ``sum_i weights[i] * B_i @ A_i`` (scales already folded
+    into ``B_i``), from the factors: ``[w_1 B_1 | ... ] = Q_b R_b``, ``[A_1; ...]^T = Q_a R_a``, SVD of the small
+    core ``R_b R_a^T``; ``s`` descending, ``k <= sum_i r_i``."""
     if not factors:
         raise ValueError("nothing to combine: no factors given")
     b_cat = torch.cat([b * float(w) for (_, b), w in zip(factors, weights)], dim=1)   # [out, R]
     a_cat = torch.cat([a for a, _ in factors], dim=0)                                  # [R, in]
-    out_f, in_f = b_cat.shape[0], a_cat.shape[1]
     qb, rb = torch.linalg.qr(b_cat)           # [out, R'], [R', R]
     qa, ra = torch.linalg.qr(a_cat.T)         # [in, R''], [R'', R]
     u, s, vh = torch.linalg.svd(rb @ ra.T, full_matrices=False)
-    return _split_sqrt(qb @ u, s, vh @ qa.T, int(rank), out_f, in_f)
+    return qb @ u, s, vh @ qa.T
+
+
+def split_svd(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """LoRA factors ``(A [rank, in], B [out, rank])`` of the top ``rank`` singular directions (zero-padded
+    beyond ``len(s)``): ``B = U_r sqrt(S_r)``, ``A = sqrt(S_r) V_r^T``."""
+    if int(rank) < 1:
+        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    return _split_sqrt(u, s, vh, int(rank), u.shape[0], vh.shape[1])
+
+
+def energy_rank(s: torch.Tensor, energy: float) -> int:
+    """The smallest rank ``k >= 1`` whose singular values keep at least ``energy`` of ``sum s_i^2``."""
+    if not 0.0 < float(energy) <= 1.0:
+        raise ValueError(f"energy must be in (0, 1], got {energy!r}")
+    e = s.double().pow(2)
+    total = float(e.sum())
+    if total <= 0.0:
+        return 1
+    kept = torch.cumsum(e, 0) / total
+    return max(1, min(int((kept < float(energy) - 1e-12).sum()) + 1, s.numel()))
+
+
+def lowrank_sum_factors(factors: Sequence[tuple[torch.Tensor, torch.Tensor]], weights: Sequence[float],
+                        rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`truncated_svd` of ``sum_i weights[i] * B_i @ A_i`` (scales already folded into ``B_i``), from the
+    factors (see :func:`lowrank_svd`)."""
+    if int(rank) < 1:
+        raise ValueError(f"rank must be a positive int, got {rank!r}")
+    return split_svd(*lowrank_svd(factors, weights), int(rank))
 
 
 __all__ = ["COMBINE_METHODS", "compute_dtype", "lowrank_delta", "linear_merge", "magnitude_prune", "random_prune",
            "majority_sign", "disjoint_mean", "ties_merge", "dare_merge", "combine_deltas", "truncated_svd",
-           "lowrank_sum_factors"]
+           "lowrank_sum_factors", "lowrank_svd", "split_svd", "energy_rank"]

@@ -36,7 +36,7 @@ def probe(tmp_path: Path, argv: list[str]) -> dict:
 
 @pytest.mark.parametrize("argv", [["--help"], ["push", "--help"], ["pull", "--help"], ["train", "--help"],
                                   ["predict", "--help"], ["tune", "--help"], ["hub", "serve", "--help"],
-                                  ["serve", "--help"], ["show", "--help"], ["--version"]])
+                                  ["serve", "--help"], ["show", "--help"], ["compress", "--help"], ["--version"]])
 def test_help_imports_no_heavy_module(tmp_path, argv):
     assert probe(tmp_path, argv) == {"rc": 0, "heavy": []}
 

@@ -273,3 +273,16 @@ def test_plain_peft_ia3_with_unknown_field_is_refused_by_name(tmp_path):
     with pytest.raises(AdapterHubError, match="ia3_magic"):
         model.load_adapter(tmp_path / "ia")
     assert model.adapters == []
+
+
+def test_combine_and_compress_refuse_ia3_as_not_low_rank():
+    """IA3 merges (a diagonal scaling folds into the weights) but is no low-rank product: combine and compress say
+    so, without calling it nonlinear."""
+    model, _ = _model(causal=False)
+    model.add_adapter("x", IA3(), task="sequence-classification", labels=["a", "b"])
+    model.add_adapter("y", LoRA(r=2), task="sequence-classification", labels=["a", "b"])
+    for call in (lambda: model.combine({"x": 0.5, "y": 0.5}, "xy"), lambda: model.compress("x", "x2", rank=1)):
+        with pytest.raises(AdapterHubError, match=r"'x' is a ia3 adapter: its delta is not a low-rank product") as ei:
+            call()
+        assert "nonlinear" not in str(ei.value)
+    assert sorted(model.adapters) == ["x", "y"]

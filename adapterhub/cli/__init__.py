@@ -9,6 +9,7 @@ Sub-commands (see ``adapterhub --help``), one module per group, each adding its 
 - :mod:`.export`: ``export`` (a stored adapter into a directory; ``--peft-task-model`` for plain peft users)
 - :mod:`.hub_commands`: ``push``, ``pull``, ``hub serve``, ``hub gc``
 - :mod:`.serve_commands`: ``serve`` (adapters over HTTP)
+- :mod:`.compress_commands`: ``compress`` (a stored adapter at a lower rank)
 - :mod:`.common`: what they share (``--store``, ``NAME@vN`` references, tables)
 
 Building the parser imports neither torch nor transformers, peft or huggingface_hub: the handlers import what
@@ -20,13 +21,14 @@ stderr, no traceback) and on bad command lines, 130 when interrupted.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from typing import Any, Sequence
 
 from ..errors import AdapterHubError
 from ..version import __version__
-from . import export, hub_commands, predict, serve_commands, store_commands, train, tune
+from . import compress_commands, export, hub_commands, predict, serve_commands, store_commands, train, tune
 from .common import store_option_parser
 
 PROG = "adapterhub"
@@ -34,7 +36,7 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 #: the sub-command modules, in the order ``--help`` lists their commands
-COMMAND_MODULES = (store_commands, predict, train, tune, export, hub_commands, serve_commands)
+COMMAND_MODULES = (store_commands, predict, train, tune, export, hub_commands, serve_commands, compress_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG, parents=[common],
         description="A frozen base model with a registry of named per-task adapters: manage the local store, "
-                    "predict, train, tune, export, push, pull, hub serve, serve.")
+                    "predict, train, tune, export, push, pull, hub serve, serve, compress.")
     p.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
@@ -68,7 +70,15 @@ def _silence_stdout() -> None:
         pass
 
 
+def _quiet_library_logs() -> None:
+    """torchao (imported by transformers whenever it is installed) warns about kernels for other hardware, and
+    torch about how torchao registers an enum: noise on every command, not ours to act on."""
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _quiet_library_logs()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

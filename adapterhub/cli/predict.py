@@ -34,9 +34,12 @@ def _format_prediction(text: str, pred: Any) -> str:
 
 def _load_base(spec: str, args: argparse.Namespace):
     from ..model import AdapterModel
+    from ..model.quantize import check_mode
 
+    if args.quantize is not None:
+        check_mode(args.quantize, "--quantize")  # before loading anything
     try:
-        return AdapterModel.from_pretrained(spec, dtype=args.dtype, device=args.device)
+        return AdapterModel.from_pretrained(spec, dtype=args.dtype, device=args.device, quantize=args.quantize)
     except AdapterHubError:
         raise
     except (OSError, ValueError) as e:  # transformers' "can't load" errors
@@ -146,5 +149,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="tokens to generate for causal-lm adapters (32)")
     s.add_argument("--device", help="e.g. cuda, cuda:0, cpu (default: cpu)")
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="base model dtype")
+    s.add_argument("--quantize", metavar="MODE",
+                   help="quantize the base at load, e.g. int8 (CPU serving) or int8-weight-only; the adapters "
+                        "stay in full precision (needs adapterhub[quant])")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_predict)

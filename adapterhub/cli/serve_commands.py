@@ -31,14 +31,20 @@ def _settings(args: argparse.Namespace):
 def _model(args: argparse.Namespace, spec: str):
     from ..model import AdapterModel
     from ..model.base_loading import load_base
+    from ..model.quantize import check_mode
 
+    if args.quantize is not None:
+        check_mode(args.quantize, "--quantize")  # before loading anything
     try:
         base, tok, base_id = load_base(spec, args.dtype, args.device)
     except AdapterHubError:
         raise
     except (OSError, ValueError) as e:  # transformers' "can't load" errors
         raise AdapterHubError(f"could not load base model {spec!r}: {e}") from None
-    return AdapterModel(base, tok, base_id=base_id, store=open_store(args), max_resident=args.max_resident)
+    model = AdapterModel(base, tok, base_id=base_id, store=open_store(args), max_resident=args.max_resident)
+    if args.quantize is not None:
+        model.quantize(args.quantize)  # adapters (loaded next, or on first use) stay in full precision on top
+    return model
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -133,4 +139,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                    help="load adapters made for other weights of the same architecture")
     s.add_argument("--device", help="e.g. cuda, cuda:0, cpu (default: cpu)")
     s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], help="base model dtype")
+    s.add_argument("--quantize", metavar="MODE",
+                   help="quantize the base at load: int8 (CPU serving) or int8-weight-only; the adapters stay in "
+                        "full precision (needs adapterhub[quant])")
     s.set_defaults(func=cmd_serve, version=None)

@@ -266,8 +266,14 @@ class Method:
         """(A [r, in], B [out, r], scale) such that delta(x) = scale * x @ A.T @ B.T. ``linear`` methods only."""
         raise AdapterHubError(f"{self.name} adapters have no low-rank factors")
 
-    def factor_config(self, rank: int, targets: list[str]) -> MethodConfig:
-        """A config whose units hold given factors ``B @ A`` at scale 1 (``accepts_factors`` methods only)."""
+    def module_ranks(self, units: dict[str, nn.Module]) -> dict[str, int]:
+        """Per module, the rank its delta can have (the rank in use): what rank compression starts from. Default:
+        the factors' inner size; methods that allocate ranks per module (AdaLoRA) report their allocation."""
+        return {path: int(self.lowrank_factors(unit)[0].shape[0]) for path, unit in units.items()}
+
+    def factor_config(self, rank: int, targets: list[str], ranks: dict[str, int] | None = None) -> MethodConfig:
+        """A config whose units hold given factors ``B @ A`` at scale 1 (``accepts_factors`` methods only);
+        ``ranks``: per-module ranks where they differ from ``rank``."""
         raise AdapterHubError(f"{self.name} adapters cannot hold combined factors")
 
     def set_factors(self, unit: nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:

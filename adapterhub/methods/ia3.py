@@ -77,7 +77,12 @@ def _scaled(base: nn.Module, x: torch.Tensor, d: torch.Tensor, base_out: torch.T
     if feedforward:  # W (x * l) = base_out + W (x * d)
         w = linear_view(base).weight  # [out, in], a transposed view for a Conv1D
         xs = x if n_rows is None else as_rows(x, n_rows)
-        delta = F.linear((xs * d.to(xs.dtype)).to(w.dtype), w)
+        scaled = (xs * d.to(xs.dtype)).to(w.dtype)
+        delta = F.linear(scaled, w)
+        if scaled.requires_grad and torch.is_grad_enabled() and not delta.requires_grad:  # e.g. a dynamic int8 base
+            raise AdapterHubError(f"IA3: the base weight ({type(w).__name__}) gives no gradient through its product, "
+                                  "so input scalings would silently not train; train on a full-precision (or "
+                                  "weight-only quantized) base, or run under torch.no_grad()")
     else:            # l * base_out = base_out + base_out * d
         bo = base_out if n_rows is None else as_rows(base_out, n_rows)
         delta = bo * d.to(bo.dtype)

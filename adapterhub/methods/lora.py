@@ -34,7 +34,7 @@ class LoRA(MethodConfig):
     alpha_pattern: dict[str, float] | None = None
 
     def for_module(self, path: str) -> tuple[int, float]:
-        """(r, alpha) for one module path, honouring rank_pattern/alpha_pattern like peft: the first key, in the
+        r"""(r, alpha) for one module path, honouring rank_pattern/alpha_pattern like peft: the first key, in the
         dict's order (the file's), that matches the path as ``(.*\.)?(key)$``."""
         r = _pattern_value(self.rank_pattern, path, self.r)
         alpha = _pattern_value(self.alpha_pattern, path, self.lora_alpha)
@@ -140,8 +140,10 @@ class LoRAMethod(Method):
     def lowrank_factors(self, unit: LoRAUnit):
         return unit.lora_A.weight, unit.lora_B.weight, unit.scaling
 
-    def factor_config(self, rank: int, targets: list[str]) -> LoRA:
-        return LoRA(r=int(rank), alpha=float(rank), dropout=0.0, target_modules=sorted(targets))
+    def factor_config(self, rank: int, targets: list[str], ranks: dict[str, int] | None = None) -> LoRA:
+        other = {p: int(r) for p, r in sorted((ranks or {}).items()) if int(r) != int(rank)}
+        return LoRA(r=int(rank), alpha=float(rank), dropout=0.0, target_modules=sorted(targets),
+                    rank_pattern=other or None, alpha_pattern={p: float(r) for p, r in other.items()} or None)
 
     def set_factors(self, unit: LoRAUnit, a: torch.Tensor, b: torch.Tensor) -> None:
         with torch.no_grad():

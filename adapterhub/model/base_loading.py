@@ -6,6 +6,22 @@ from typing import Any
 
 import torch
 
+from ..errors import AdapterHubError
+
+
+def load_model(cls, spec: str, dtype: torch.dtype | str | None, device: str | None, quantize: str | None):
+    """``cls.from_pretrained``: the base of ``spec`` in an ``AdapterModel`` (``cls``), quantized with ``quantize``
+    (the mode is checked before anything loads)."""
+    from .quantize import check_mode
+
+    if quantize is not None:
+        check_mode(quantize)
+    base, tok, base_id = load_base(spec, dtype, device)
+    model = cls(base, tok, base_id=base_id)
+    if quantize is not None:
+        model.quantize(quantize)
+    return model
+
 
 def load_base(spec: str, dtype: torch.dtype | str | None = None, device: str | None = None):
     """``(base, tokenizer, base id)`` for ``spec``."""
@@ -21,7 +37,7 @@ def load_base(spec: str, dtype: torch.dtype | str | None = None, device: str | N
     kwargs: dict[str, Any] = {"use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    base = (AutoModelForCausalLM if causal else AutoModel).from_pretrained(path, **kwargs)
+    base = _from_pretrained(AutoModelForCausalLM if causal else AutoModel, path, kwargs)
     if device:
         base.to(device)
     base.eval()
@@ -31,3 +47,17 @@ def load_base(spec: str, dtype: torch.dtype | str | None = None, device: str | N
     if causal:
         tok.padding_side = "left"
     return base, tok, base_id(spec)
+
+
+def _from_pretrained(auto, path, kwargs: dict[str, Any]):
+    """``auto.from_pretrained``; a checkpoint quantized with torchao (an int8 export) needs the ``quant`` extra."""
+    from .quantize import EXTRA, quiet_torchao
+
+    try:
+        with quiet_torchao():
+            return auto.from_pretrained(path, **kwargs)
+    except ImportError as e:
+        if "torchao" not in str(e):
+            raise
+        raise AdapterHubError(f"{path}: this checkpoint is quantized with torchao, which is not installed: "
+                              f"pip install 'adapterhub[{EXTRA}]'") from None

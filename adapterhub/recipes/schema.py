@@ -19,6 +19,7 @@ from ..data.conll import TAG_FIELDS
 from ..errors import AdapterHubError
 from ..heads import CAUSAL_LM, TASKS, check_head_options
 from ..methods import config_from_dict, get_method, methods, training_option_fields
+from ..model.quantize import check_trainable_mode
 from .multitask import LOSS_WEIGHTINGS, check_multitask, check_shared_adapter, check_weighting_options
 from ..names import validate_name
 from .errors import At, RecipeError
@@ -249,6 +250,7 @@ class Recipe(Spec):
 
     name: str
     base: str
+    base_quantize: Optional[str] = None  # train on the base quantized with this mode (QLoRA-style)
     description: str = ""
     tasks: dict[str, TaskSpec]
     training: TrainingSpec = Field(default_factory=dict, validate_default=True)
@@ -278,6 +280,16 @@ class Recipe(Spec):
     def store_name(self, task: str) -> str:
         """The store entry a task's adapter goes to."""
         return self.output.store_prefix + task
+
+    @field_validator("base_quantize")
+    @classmethod
+    def _quantize_trains(cls, mode: str | None) -> str | None:
+        if mode is not None:
+            try:
+                check_trainable_mode(mode, arg="")  # the error already starts with the field
+            except AdapterHubError as e:
+                raise ValueError(str(e)) from None
+        return mode
 
     @field_validator("tasks", mode="before")
     @classmethod

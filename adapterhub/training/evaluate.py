@@ -17,9 +17,11 @@ EXACT_MATCH_EXAMPLES = 64  # held-out prompts generated for causal-LM exact matc
 
 
 @torch.no_grad()
-def evaluate(session, task: str, split: str = "validation", full: bool = False) -> dict[str, Any]:
-    """Metrics of ``task`` on ``split`` (``full``: the test evaluation, with test-only metrics). Leaves the
-    model in eval mode."""
+def evaluate(session, task: str, split: str = "validation", full: bool = False,
+             adapter: str | None = None) -> dict[str, Any]:
+    """Metrics of ``task`` on ``split`` (``full``: the test evaluation, with test-only metrics) through adapter
+    ``adapter`` (default: the task's own). Leaves the model in eval mode."""
+    adapter = adapter or task
     from accelerate.utils import gather_object
 
     acc, model, data = session.acc, session.model, getattr(session.tasks[task], split)
@@ -35,14 +37,14 @@ def evaluate(session, task: str, split: str = "validation", full: bool = False) 
         feats = [data[i] for i in mine[s:s + bs]]
         batch = to_device(collate(feats, model.tokenizer, tasks=[task] * len(feats)), acc.device)
         with acc.autocast():
-            out = model(batch["input_ids"], batch["attention_mask"], adapters=task, labels=batch["labels"],
-                        shared=shared)
-        rows += session.tasks[task].rows_for_scoring(out.logits[task], batch["labels"][task],
-                                                     batch["attention_mask"], float(out.losses[task]), feats)
+            out = model(batch["input_ids"], batch["attention_mask"], adapters=adapter,
+                        labels={adapter: batch["labels"][task]}, shared=shared)
+        rows += session.tasks[task].rows_for_scoring(out.logits[adapter], batch["labels"][task],
+                                                     batch["attention_mask"], float(out.losses[adapter]), feats)
     rows = gather_object(rows) if acc.num_processes > 1 else rows
     metrics = score(session.tasks[task], rows)
     if full and session.tasks[task].type == CAUSAL_LM and data:
-        metrics["exact_match"] = exact_match_rate(session, task, data[:EXACT_MATCH_EXAMPLES])
+        metrics["exact_match"] = exact_match_rate(session, adapter, data[:EXACT_MATCH_EXAMPLES])
     return metrics
 
 

@@ -92,6 +92,8 @@ def write_adapter(session, task: str, result: TaskResult, store=None) -> dict[st
     spec = recipe.tasks[task]
     extra = {"datasets": [spec.data.label], "max_length": spec.max_length}  # predict cuts where training did
     card = {"metrics": result.card_metrics(recipe.name), "extra": extra}
+    if recipe.base_quantize is not None:  # trained QLoRA-style; it loads on the full-precision base too
+        extra["trained_on_base_quantized"] = recipe.base_quantize
     if recipe.output.store:
         from ..store import Store
 

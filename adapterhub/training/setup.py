@@ -97,12 +97,28 @@ def open_session(recipe: Recipe, model=None, accelerator=None, run_dir: Path | N
         from ..model import AdapterModel
 
         with quiet_library_progress(not show_progress or not sys.stderr.isatty()):
-            model = AdapterModel.from_pretrained(recipe.base)
+            model = AdapterModel.from_pretrained(recipe.base, quantize=recipe.base_quantize)
+    _check_quantized(recipe, model)
     if getattr(acc, "gradient_accumulation_steps", 1) != 1:
         raise RecipeError(f"accelerator: gradient_accumulation_steps={acc.gradient_accumulation_steps}; give 1 and "
                           "set training.grad_accum: the trainer accumulates over length-sorted micro-batches itself")
     return Session(recipe, acc, model, run_dir, show_progress and acc.is_local_main_process,
                    MetricsLog(run_dir / "metrics.jsonl", acc), on_validation=on_validation)
+
+
+def _check_quantized(recipe: Recipe, model) -> None:
+    """The model's base is quantized as ``base_quantize`` says, and adapters can train on it."""
+    from ..errors import AdapterHubError
+    from ..model.quantize import check_trainable
+
+    have = model.quantization.mode if model.quantization is not None else None
+    if recipe.base_quantize is not None and have != recipe.base_quantize:
+        raise RecipeError(f"base_quantize: the recipe asks for {recipe.base_quantize!r}, the given model's base is "
+                          f"{have or 'not quantized'}")
+    try:
+        check_trainable(model)
+    except AdapterHubError as e:
+        raise RecipeError(f"base: {e}") from None
 
 
 @contextlib.contextmanager

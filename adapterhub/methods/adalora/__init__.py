@@ -188,8 +188,12 @@ class AdaLoRAMethod(Method):
             *sizes_table(self.size_label, sizes)]
 
     def card_extra(self, units: dict[str, AdaLoRAUnit]) -> dict[str, Any]:
-        alloc = {p: u.rank for p, u in sorted(units.items())}
+        alloc = self.module_ranks(units)
         return {"rank_allocation": alloc, "total_rank": sum(alloc.values())}
+
+    def module_ranks(self, units: dict[str, AdaLoRAUnit]) -> dict[str, int]:
+        """The allocated ranks (the mask), not ``init_r``: rank compression starts from them."""
+        return {p: u.rank for p, u in sorted(units.items())}
 
     def rank_pattern(self, units: dict[str, AdaLoRAUnit]) -> dict[str, list[bool]]:
         return {f"{p}.lora_E": u.rank_mask.tolist() for p, u in sorted(units.items())}
