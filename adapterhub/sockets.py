@@ -20,3 +20,9 @@ def listening_socket(host: str, port: int, backlog: int = 2048, inheritable: boo
     if inheritable:
         sock.set_inheritable(True)
     return sock
+
+
+def socket_url(sock: socket.socket) -> str:
+    """``http://host:port`` of a listening socket (an IPv6 host in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"

@@ -286,3 +286,19 @@ def test_combine_and_compress_refuse_ia3_as_not_low_rank():
             call()
         assert "nonlinear" not in str(ei.value)
     assert sorted(model.adapters) == ["x", "y"]
+
+
+def test_plain_peft_ia3_feedforward_outside_targets_is_refused(tmp_path):
+    """peft refuses list feed-forward modules that are not targets; so do we (no silent ignoring)."""
+    from peft import IA3Config, get_peft_model
+
+    model, clean = _model(causal=True)
+    get_peft_model(copy.deepcopy(clean), IA3Config(target_modules=["k_proj", "up_proj"], feedforward_modules=["up_proj"],
+                                                   task_type="CAUSAL_LM")).save_pretrained(str(tmp_path / "ia"))
+    cfg_path = tmp_path / "ia" / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["feedforward_modules"] = ["up_proj", "down_proj"]
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(AdapterHubError, match=r"adapter_config.json.*feedforward_modules \['down_proj'\]"):
+        model.load_adapter(tmp_path / "ia")
+    assert model.adapters == []

@@ -213,8 +213,12 @@ class IA3Method(Method):
         ff = d.get("feedforward_modules")
         if ff is not None and not isinstance(ff, (str, list)):
             raise AdapterFileError(f"{where}: feedforward_modules must be a list of names or a regex, got {ff!r}")
+        rule = IA3(target_modules=d.get("target_modules"), feedforward_modules=ff)
+        try:
+            rule.validate()  # list feed-forward modules must be among the list targets (peft refuses them too)
+        except AdapterHubError as e:
+            raise AdapterFileError(f"{where}: {e}") from None
         keys = keys if keys is not None else {}
-        rule = IA3(feedforward_modules=ff)
         return IA3(target_modules=sorted(keys), feedforward_modules=sorted(p for p, k in keys.items()
                                                                           if rule.is_feedforward(k)))
 

@@ -20,7 +20,7 @@ from ..heads import CAUSAL_LM, Head, head_from_config
 from ..methods import Method, MethodConfig, method_for_peft_type
 from ..names import names_a_directory
 from .entry import AdapterEntry
-from .peft_layout import EXPORT_INFO, is_identity, read_peft_adapter, split_file
+from .peft_layout import EXPORT_INFO, is_identity, read_peft_adapter, resolved_config, split_file
 from .units import ModuleMap, build_units, has_module, target_modules
 
 
@@ -86,13 +86,6 @@ def _method_and_config(directory: Path, card: AdapterCard) -> tuple[Method, Meth
             raise
         raise AdapterFileError(f"{directory / CONFIG_FILE}: bad adapter config ({e!r})") from None
     return method, config, cfg_dict
-
-
-def _resolved(method: Method, config: MethodConfig, base: nn.Module, directory: Path) -> MethodConfig:
-    try:
-        return method.resolve_config(config, base)
-    except AdapterHubError as e:
-        raise BaseMismatchError(f"{directory / CONFIG_FILE}: {e}") from None
 
 
 def _targets(mm: ModuleMap, method: Method, config: MethodConfig, spec, directory: Path) -> list[str]:
@@ -198,7 +191,7 @@ def read_adapter(model, directory: Path, name: str | None = None, allow_base_mis
     name = card.name if name is None else name
     check_replacement(model, name, card.task, card.labels, replace, str(directory))
     check_base(card, model.base_fingerprint, model.base_id, str(directory), allow_base_mismatch)
-    config = _resolved(method, config, model.base, directory)
+    config = resolved_config(method, config, model.base, directory / CONFIG_FILE)
     if card.task == CAUSAL_LM and model.lm_head is None:
         raise BaseMismatchError(f"{directory}: a causal-lm adapter needs a base with an LM head")
     config, targets, per_module, others = _file_adapter(model, method, config, cfg_dict, directory, card)

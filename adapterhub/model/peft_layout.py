@@ -96,7 +96,9 @@ def read_peft_adapter(model, method: Method, cfg: dict, tensors: dict[str, torch
     if not method.file_keys or not method.peft_loadable:
         raise AdapterFileError(f"{where}: {method.display_name} adapters have no plain peft format")
     if not method.module_files:  # one table for the model (prefix tuning): no module names to map
-        config = _resolved(method, method.from_peft_config(cfg, None, where), model, where)
+        config = method.from_peft_config(cfg, None, where)
+        config.validate()
+        config = resolved_config(method, config, model.base, where)
         try:
             per_module = method.split_file_keys(tensors, set(method.file_keys))
         except AdapterHubError as e:
@@ -115,15 +117,17 @@ def read_peft_adapter(model, method: Method, cfg: dict, tensors: dict[str, torch
         raise AdapterFileError(f"{where}: no weights for target module {missing[0]!r} (peft adapts it)")
     if not targets:
         raise BaseMismatchError(f"{where}: target_modules={cfg.get('target_modules')!r} adapt no module of this base")
-    config = _resolved(method, method.from_peft_config(cfg, {p: keys[p] for p in targets}, where), model, where)
+    config = method.from_peft_config(cfg, {p: keys[p] for p in targets}, where)
+    config.validate()
+    config = resolved_config(method, config, model.base, where)
     return PeftAdapter(config, targets, {p: modules[keys[p]] for p in targets}, others, keys)
 
 
-def _resolved(method: Method, config: MethodConfig, model, where: str) -> MethodConfig:
-    """``config`` checked, with its base-dependent defaults filled in (:meth:`~adapterhub.methods.Method.resolve_config`)."""
-    config.validate()
+def resolved_config(method: Method, config: MethodConfig, base, where) -> MethodConfig:
+    """``config`` with its base-dependent defaults filled in and checked against ``base``
+    (:meth:`~adapterhub.methods.Method.resolve_config`); a mismatch names ``where``."""
     try:
-        return method.resolve_config(config, model.base)
+        return method.resolve_config(config, base)
     except AdapterHubError as e:
         raise BaseMismatchError(f"{where}: {e}") from None
 

@@ -13,7 +13,7 @@ import contextlib
 import threading
 
 from ..errors import AdapterHubError
-from ..sockets import listening_socket
+from ..sockets import listening_socket, socket_url
 from .app import create_app
 from .catalog import Catalog
 from .context import ServeContext
@@ -62,8 +62,7 @@ class ServeServer:
 
     @property
     def url(self) -> str:
-        host = self.host
-        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+        return socket_url(self._sock)
 
     def _draining(self) -> bool:
         return self._stopping or (self._server is not None and self._server.should_exit)

@@ -17,7 +17,7 @@ import threading
 from typing import Any, Callable
 
 from ...errors import HubError
-from ...sockets import listening_socket
+from ...sockets import listening_socket, socket_url
 from .app import HubContext, create_app
 from .limits import Limits
 from .rootlock import lock_root
@@ -82,8 +82,7 @@ class HubServer:
 
     @property
     def url(self) -> str:
-        host = self.host
-        return f"http://{'[' + host + ']' if ':' in host else host}:{self.port}"
+        return socket_url(self._sock)
 
     @property
     def lfs(self) -> bool:
