@@ -135,6 +135,37 @@ def test_mixed_batch_equals_rows_alone(case, base):
 
 @matrix
 @cases
+def test_mixed_batch_gradients_equal_the_rows_alone(case, base):
+    """Training through a mixed batch: each adapter's gradient is the sum of its rows' gradients taken alone."""
+    _, method, kw = case
+    model = _model(base)
+    _add(model, "a", method, kw, base, seed=1)
+    _add(model, "b", method, kw, base, seed=2)
+    model.to(torch.float64)  # float64: the comparison is of the math, not of float32 summation orders
+    model.train()
+    for n in ("a", "b"):
+        for p in model.adapter_parameters(n):
+            p.requires_grad_(True)
+    ids, mask = _batch(4)
+    route, params = ["a", "b", "b", "a"], model.adapter_parameters("a") + model.adapter_parameters("b")
+
+    def grads(batches):
+        for p in params:
+            p.grad = None
+        for rows in batches:  # gradients summed over the calls
+            h = model(ids[rows], mask[rows], adapters=[route[i] for i in rows]).hidden_states
+            (h * torch.linspace(-1, 1, h.shape[-1], dtype=h.dtype)).sum().backward()
+        return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+
+    for mod in model.modules():  # no dropout: the same function row by row
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+    for g_mixed, g_alone in zip(grads([[0, 1, 2, 3]]), grads([[0], [1], [2], [3]])):
+        torch.testing.assert_close(g_mixed, g_alone, atol=1e-10, rtol=1e-8)
+
+
+@matrix
+@cases
 def test_save_load_round_trip(case, base, tmp_path):
     """Trainable units -> files -> trainable units: the same function (the same float ops, 1e-6)."""
     _, method, kw = case

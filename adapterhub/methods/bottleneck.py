@@ -18,7 +18,7 @@ from torch.nn.utils import skip_init
 
 from ..errors import AdapterHubError
 from ..routing import UnitKind
-from ..routing.stacks import as_rows, gathered_mlp, stack_padded, stack_vectors
+from ..routing.stacks import as_rows, concat_mlp, gathered_mlp, side_by_side, stack_padded, stack_vectors
 from .base import Method, MethodConfig, check_shapes, targetable_modules
 from .registry import register_method
 
@@ -88,7 +88,8 @@ class BottleneckKind(UnitKind):
 
     def apply_rows(self, stack, base, x, base_out, out, idx, n_rows, training):
         dw, db, uw, ub, act = stack
-        d = gathered_mlp(as_rows(base_out, n_rows).to(dw.dtype), idx, dw, db, uw, ub, act)
+        rows = concat_mlp if side_by_side(dw) else gathered_mlp
+        d = rows(as_rows(base_out, n_rows).to(dw.dtype), idx, dw, db, uw, ub, act)
         return out + d.reshape(*out.shape).to(out.dtype)
 
     # banks: rows {"dw", "db", "uw", "ub", "act"}; one bank per activation

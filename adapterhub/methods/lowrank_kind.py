@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from ..routing import UnitKind
 from ..routing.kinds import Entry
-from ..routing.stacks import as_rows, gathered_lowrank, rowwise_dropout, stack_padded
+from ..routing.stacks import (as_rows, concat_lowrank, gathered_lowrank, rowwise_dropout, side_by_side,
+                              stack_padded)
 
 
 class LowRankKind(UnitKind):
@@ -48,9 +49,10 @@ class LowRankKind(UnitKind):
         xr = as_rows(x, n_rows)
         if training and p is not None:
             xr = rowwise_dropout(xr, p.index_select(0, idx))
-        if out.dtype == a.dtype:  # the add is fused into the second bmm (baddbmm)
-            return gathered_lowrank(xr, idx, a, bt, as_rows(out, n_rows)).reshape(out.shape)
-        delta = gathered_lowrank(xr.to(a.dtype), idx, a, bt)
+        rows = concat_lowrank if side_by_side(a) else gathered_lowrank
+        if out.dtype == a.dtype:  # the add is fused into the second product
+            return rows(xr, idx, a, bt, as_rows(out, n_rows)).reshape(out.shape)
+        delta = rows(xr.to(a.dtype), idx, a, bt)
         return out + delta.reshape(*out.shape).to(out.dtype)
 
 

@@ -51,32 +51,51 @@ def draw_batch(tasks: dict[str, TaskData], streams: dict[str, ExampleStream], sa
     return collate([tasks[t].train[i] for t, i in rows], tokenizer, tasks=[t for t, _ in rows])
 
 
-#: what one more micro-batch costs, in padded tokens (its fixed per-forward work): the split weighs it against padding
-MICRO_BATCH_COST = 32
+#: what one more micro-batch costs, in padded tokens (its fixed forward + backward work): measured on MiniLM, one CPU
+#: thread, about 21 ms against 0.38 ms per padded token (``benchmarks/micro_batches.py`` prints both)
+MICRO_BATCH_COST = 56
+#: what each further adapter in one micro-batch costs, in padded tokens: rows of several adapters (several methods
+#: above all: LoRA and bottleneck rows) go through every adapter's factors, masked per row; measured about 25 ms
+MIXED_ADAPTER_COST = 64
 
 
-def plan(lengths: list[int], budget: int | None) -> list[list[int]]:
+def plan(lengths: list[int], budget: int | None, tasks: list[str] | None = None) -> list[list[int]]:
     """Row positions per micro-batch: all rows in one when they fit ``budget`` padded tokens (or there is no
-    budget); else the rows sorted by length (stable), cut into consecutive runs of at most ``budget`` padded tokens
-    (rows x longest row; a longer row goes alone) so that the padded tokens plus ``MICRO_BATCH_COST`` per
-    micro-batch are least (an exact dynamic programme over the cut points)."""
-    if budget is None or len(lengths) * max(lengths) <= budget:
+    budget) and use one adapter; else the rows sorted by length (stable), cut into consecutive runs, each run one
+    micro-batch of at most ``budget`` padded tokens (rows x longest row; a longer row goes alone) or, when
+    ``tasks`` (each row's adapter) are given, one micro-batch per adapter in the run, whichever costs less. The
+    cuts and choices minimise the padded tokens plus ``MICRO_BATCH_COST`` per micro-batch plus
+    ``MIXED_ADAPTER_COST`` per further adapter in a micro-batch (an exact dynamic programme over the cut points)."""
+    tags = tasks if tasks is not None else [None] * len(lengths)
+    if budget is None or (len(lengths) * max(lengths) <= budget and len(set(tags)) == 1):
         return [list(range(len(lengths)))]
     order = sorted(range(len(lengths)), key=lambda j: lengths[j])
-    ls = [lengths[j] for j in order]
-    cost, cut = [0] + [float("inf")] * len(ls), [0] * (len(ls) + 1)
-    for end in range(1, len(ls) + 1):  # the last micro-batch holds sorted rows start .. end-1 (longest: ls[end-1])
+    ls, ts = [lengths[j] for j in order], [tags[j] for j in order]
+    cost, choice = [0] + [float("inf")] * len(ls), [(0, False)] * (len(ls) + 1)
+    for end in range(1, len(ls) + 1):  # the last run holds sorted rows start .. end-1
+        per_task: dict = {}            # task -> [rows, longest] in the run
         for start in range(end - 1, -1, -1):
-            size = (end - start) * ls[end - 1]
-            if size > budget and end - start > 1:
-                break
-            c = cost[start] + size + MICRO_BATCH_COST
-            if c < cost[end]:
-                cost[end], cut[end] = c, start
+            per_task.setdefault(ts[start], [0, ls[start]])[0] += 1  # rows ascend: the first seen is the longest
+            mixed = (end - start) * ls[end - 1]
+            mixed_ok = mixed <= budget or end - start == 1
+            split_ok = len(per_task) > 1 and all(n * longest <= budget or n == 1 for n, longest in per_task.values())
+            if not (mixed_ok or split_ok):
+                break  # runs only grow from here
+            if mixed_ok:
+                c = cost[start] + mixed + MICRO_BATCH_COST + MIXED_ADAPTER_COST * (len(per_task) - 1)
+                if c < cost[end]:
+                    cost[end], choice[end] = c, (start, False)
+            if split_ok:
+                c = cost[start] + sum(n * longest + MICRO_BATCH_COST for n, longest in per_task.values())
+                if c < cost[end]:
+                    cost[end], choice[end] = c, (start, True)
     parts, end = [], len(ls)
     while end:
-        parts.append(order[cut[end]:end])
-        end = cut[end]
+        start, split = choice[end]
+        run = order[start:end]
+        parts += reversed([[j for j in run if tags[j] == t] for t in dict.fromkeys(tags[j] for j in run)]
+                          if split else [run])
+        end = start
     return parts[::-1]
 
 
@@ -94,7 +113,7 @@ def micro_batches(tasks: dict[str, TaskData], rows: list[tuple[str, int]], budge
                   tokenizer) -> list[MicroBatch]:
     """One draw's rows as length-sorted micro-batches with their per-task loss shares."""
     feats = [tasks[t].train[i] for t, i in rows]
-    parts = plan([len(f["input_ids"]) for f in feats], budget)
+    parts = plan([len(f["input_ids"]) for f in feats], budget, [t for t, _ in rows])
     out, counts, seen = [], {}, set()
     for part in parts:
         names = [rows[j][0] for j in part]
