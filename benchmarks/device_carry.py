@@ -8,7 +8,8 @@ torch/transformers/peft/accelerate but not our model and data packages, and carr
 
     .venv/bin/python benchmarks/device_carry.py
     # then, with the device tool: carry [".devcarry"], command
-    #   bash .devcarry/run.sh python3 benchmarks/quality.py --steps 600 --device cuda --out $OUT
+    #   bash .devcarry/run.sh python3 benchmarks/joint_vs_separate.py --device cuda --out $OUT
+    # (quality.py trains on the CPU: its trials run as 1-thread child processes)
 """
 from __future__ import annotations
 
