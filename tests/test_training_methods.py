@@ -35,7 +35,9 @@ def test_prefix_and_ia3_train_jointly_with_lora_and_bottleneck(workspace):
     hist = [json.loads(line) for line in (workspace / "run" / "metrics.jsonl").read_text().splitlines()]
     for task in ("sent_prefix", "ner_ia3"):
         losses = [h[f"loss/{task}"] for h in hist if f"loss/{task}" in h]
-        assert len(losses) > 3 and losses[-1] < losses[0], (task, losses)
+        # the trend, not two single noisy steps (tiny data, lr 2e-2: one step's loss swings by 3x)
+        k = len(losses) // 4
+        assert k >= 2 and sum(losses[-k:]) / k < sum(losses[:k]) / k, (task, losses)
     cards = {t: Store().get(t).card for t in results}
     assert cards["sent_prefix"]["method"] == "prefix" and cards["ner_ia3"]["method"] == "ia3"
     model = AdapterModel.from_pretrained(str(workspace / "base"))
