@@ -66,7 +66,8 @@ def peft_recipe(task: str, method: str, steps: int, batch: int, lr: float | None
     over = [*common(steps, batch, caps), f"training.steps={steps}", f"training.eval_every={max(1, steps // 3)}"]
     adapter = dict(METHODS[method])
     if method == "adalora":
-        adapter.update(total_step=steps, tinit=min(adapter["tinit"], steps // 5), tfinal=min(adapter["tfinal"], steps // 4))
+        adapter.update(total_step=steps, tinit=min(adapter["tinit"], steps // 5),
+                       tfinal=min(adapter["tfinal"], steps // 4))
     over.append(f"tasks.{task}.adapter={json.dumps(adapter)}")  # JSON is YAML: the one override mechanism
     lr = lr if lr is not None else LR.get(method)
     if lr is not None:
@@ -128,6 +129,7 @@ def run_full(task: str, steps: int, batch: int, lr: float | None, caps: dict) ->
     from adapterhub.data import collate
     from adapterhub.heads import build_head
     from adapterhub.training.evaluate import _capped
+    from adapterhub.training.setup import SCHEDULES
     from adapterhub.training.tasks import prepare_task, score
 
     recipe = peft_recipe(task, "lora", steps, batch, None, caps)  # the task's data and training settings
@@ -141,8 +143,7 @@ def run_full(task: str, steps: int, batch: int, lr: float | None, caps: dict) ->
     params = list(backbone.parameters()) + list(head.parameters())
     total = sum(p.numel() for p in backbone.parameters())
     opt = torch.optim.AdamW(params, lr=lr)
-    sched = get_scheduler(tr.schedule if tr.schedule != "constant" else "constant_with_warmup", opt,
-                          num_warmup_steps=tr.warmup_steps, num_training_steps=steps)
+    sched = get_scheduler(SCHEDULES[tr.schedule], opt, num_warmup_steps=tr.warmup_steps, num_training_steps=steps)
     g = torch.Generator().manual_seed(tr.seed)
     val, test = _capped(data.validation, tr.max_eval_examples, tr.seed), _capped(data.test, tr.max_test_examples,
                                                                                 tr.seed)
@@ -210,18 +211,18 @@ def run_jobs(jobs: list[dict], n_procs: int) -> list[dict]:
         while todo or running:
             while todo and len(running) < n_procs:
                 i, job = todo.pop(0)
-                res = Path(tmp) / f"{i}.json"
+                res, log = Path(tmp) / f"{i}.json", Path(tmp) / f"{i}.log"
                 cmd = [sys.executable, __file__, "--one", json.dumps(job), "--one-out", str(res)]
-                running[i] = (subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), res,
-                              time.perf_counter())
+                with open(log, "wb") as err:  # a file, not a pipe: a child's warnings never fill a buffer and block it
+                    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err)
+                running[i] = (proc, res, log, time.perf_counter())
             time.sleep(1)
-            for i, (proc, res, t0) in list(running.items()):
+            for i, (proc, res, log, t0) in list(running.items()):
                 if proc.poll() is None:
                     continue
                 del running[i]
-                err = proc.stderr.read().decode(errors="replace")
                 if proc.returncode != 0:
-                    raise SystemExit(f"trial {jobs[i]} failed:\n{err[-3000:]}")
+                    raise SystemExit(f"trial {jobs[i]} failed:\n{log.read_text(errors='replace')[-3000:]}")
                 out[i] = json.loads(res.read_text())
                 print(f"{label(jobs[i]):<24} lr={jobs[i]['lr'] or 'default'!s:<8} " + "  ".join(
                     f"{t}: val {r['validation'].get(PRIMARY[t], float('nan')):.4f} test "
@@ -258,7 +259,8 @@ def report(chosen: dict, tasks: list[str], configs: list[str]) -> list[list]:
                 continue
             r = best["tasks"][task]
             v = r["test"].get(PRIMARY[task])
-            rows.append([task, cfg, "default" if best["lr"] is None else f"{best['lr']:g}", PRIMARY[task], r["validation"].get(PRIMARY[task]), v,
+            lr = "default" if best["lr"] is None else f"{best['lr']:g}"
+            rows.append([task, cfg, lr, PRIMARY[task], r["validation"].get(PRIMARY[task]), v,
                          r["trainable_pct"], (v - full_v) * 100 if None not in (v, full_v) and cfg != "full" else None])
     return rows
 
@@ -308,6 +310,10 @@ def main() -> int:
         return 0
     steps = 20 if ns.quick else ns.steps
     tasks, configs = ns.tasks.split(","), ns.configs.split(",")
+    unknown = [c for c in configs if c not in ("full", *METHODS, *JOINT)] + [t for t in tasks if t not in PRIMARY]
+    if unknown:
+        raise SystemExit(f"--configs/--tasks: unknown {unknown} (configs: full, {', '.join(METHODS)}, "
+                         f"{', '.join(JOINT)}; tasks: {', '.join(PRIMARY)})")
     if any(c in JOINT for c in configs) and sorted(tasks) != sorted(PRIMARY):
         raise SystemExit(f"--configs {ns.configs}: joint configurations train all three tasks; give --tasks "
                          f"{','.join(PRIMARY)}")

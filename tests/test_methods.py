@@ -54,6 +54,19 @@ def _add(model: AdapterModel, name: str, method: str, kwargs: dict, base: str, s
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
+def _with_two(base: str, method: str, kwargs: dict, names=("a", "b"), trainable: bool = False) -> AdapterModel:
+    """A model with two adapters of the case (seeds 1 and 2); ``trainable``: in train mode, both requiring grad."""
+    model = _model(base)
+    for seed, name in enumerate(names, 1):
+        _add(model, name, method, kwargs, base, seed=seed)
+    if trainable:
+        model.train()
+        for name in names:
+            for p in model.adapter_parameters(name):
+                p.requires_grad_(True)
+    return model
+
+
 def _batch(n: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, 40, (n, 7), generator=g)
@@ -117,9 +130,7 @@ def test_forward_changes_output(case, base):
 @cases
 def test_mixed_batch_equals_rows_alone(case, base):
     _, method, kw = case
-    model = _model(base)
-    _add(model, "a", method, kw, base, seed=1)
-    _add(model, "b", method, kw, base, seed=2)
+    model = _with_two(base, method, kw)
     model.add_adapter("other", C["LoRA"](r=2), labels=["a", "b", "c"])  # another method/rank in the same batch
     with torch.no_grad():
         for p in model.adapter_parameters("other"):
@@ -138,14 +149,8 @@ def test_mixed_batch_equals_rows_alone(case, base):
 def test_mixed_batch_gradients_equal_the_rows_alone(case, base):
     """Training through a mixed batch: each adapter's gradient is the sum of its rows' gradients taken alone."""
     _, method, kw = case
-    model = _model(base)
-    _add(model, "a", method, kw, base, seed=1)
-    _add(model, "b", method, kw, base, seed=2)
+    model = _with_two(base, method, kw, trainable=True)
     model.to(torch.float64)  # float64: the comparison is of the math, not of float32 summation orders
-    model.train()
-    for n in ("a", "b"):
-        for p in model.adapter_parameters(n):
-            p.requires_grad_(True)
     ids, mask = _batch(4)
     route, params = ["a", "b", "b", "a"], model.adapter_parameters("a") + model.adapter_parameters("b")
 
@@ -256,13 +261,7 @@ def test_merge_or_refusal(case, base):
 @cases
 def test_training_step_moves_only_this_adapter(case, base):
     _, method, kw = case
-    model = _model(base)
-    _add(model, "x", method, kw, base, seed=1)
-    _add(model, "y", method, kw, base, seed=2)
-    model.train()
-    for n in ("x", "y"):
-        for p in model.adapter_parameters(n):
-            p.requires_grad_(True)
+    model = _with_two(base, method, kw, names=("x", "y"), trainable=True)
     frozen_base = {k: v.clone() for k, v in model.base_parameters().items()}
     y_before = {k: v.clone() for k, v in model.adapter_state("y").items()}
     x_before = {k: v.clone() for k, v in model.adapter_state("x").items()}

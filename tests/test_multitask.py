@@ -299,6 +299,11 @@ def test_resume_restores_loss_weights_and_the_shared_adapter_exactly(workspace, 
             run / "metrics.jsonl").read_text().splitlines()) if h["split"] == "train"]
 
     assert weights(tmp_path / "run") == weights(tmp_path / "ref")
+    if "training.early_stopping=1" in extra:  # the premise: the killed checkpoint holds a stopped task
+        recs = [json.loads(x) for x in (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()]
+        trained = {t: max(r["step"] for r in recs if r["split"] == "train" and f"loss/{t}" in r)
+                   for t in ("sent", "ner")}
+        assert trained == {"sent": 12, "ner": 6}, trained
     for task in ("sent", "ner"):
         a = load_file(str(tmp_path / "ref" / "adapters" / task / "adapter_model.safetensors"))
         b = load_file(str(tmp_path / "run" / "adapters" / task / "adapter_model.safetensors"))

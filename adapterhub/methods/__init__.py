@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .base import Method, MethodConfig, TrainingHooks, match_linear_modules, targetable_modules
+from .base import CheckpointState, Method, MethodConfig, TrainingHooks, match_linear_modules, targetable_modules
 from .registry import (config_classes, config_from_dict, factor_method, get_method, method_for,
                        method_for_peft_type, methods, register_method, training_option_fields)
 
@@ -17,6 +17,6 @@ for _info in pkgutil.iter_modules(__path__):
 
 globals().update(config_classes())  # LoRA, AdaLoRA, ...: the config classes of the registered methods
 
-__all__ = ["Method", "MethodConfig", "TrainingHooks", "config_classes", "config_from_dict", "factor_method",
-           "get_method", "match_linear_modules", "method_for", "method_for_peft_type", "methods",
+__all__ = ["CheckpointState", "Method", "MethodConfig", "TrainingHooks", "config_classes", "config_from_dict",
+           "factor_method", "get_method", "match_linear_modules", "method_for", "method_for_peft_type", "methods",
            "register_method", "targetable_modules", "training_option_fields", *config_classes()]

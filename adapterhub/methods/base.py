@@ -49,7 +49,24 @@ class MethodConfig:
         pass
 
 
-class TrainingHooks:
+class CheckpointState:
+    """What a training run's checkpoint saves of an object beyond parameters: tensors (safetensors) and JSON, and how
+    to put them back (resume exact). Default: nothing. Method hooks and the loss weightings both carry it."""
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def state_json(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_json(self, d: dict[str, Any]) -> None:
+        pass
+
+
+class TrainingHooks(CheckpointState):
     """What a method adds to a training run for its adapters (``names``). The loop calls every hook generically.
 
     - :meth:`penalty`: a term added to the loss of one adapter (inside the DDP-wrapped forward);
@@ -72,18 +89,6 @@ class TrainingHooks:
         return True
 
     def finish(self) -> None:
-        pass
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        pass
-
-    def state_json(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_json(self, d: dict[str, Any]) -> None:
         pass
 
     def write_report(self, run_dir, tag: str) -> list:

@@ -74,7 +74,7 @@ def concat_lowrank(x: torch.Tensor, idx: torch.Tensor, a_stack: torch.Tensor, bt
     """:func:`gathered_lowrank` for few, narrow adapters: ``x`` ``[N, T, in]`` times every adapter's ``A`` side by
     side (one GEMM, ``K*r`` columns), each row's columns of other adapters zeroed, times every ``B^T`` stacked (one
     GEMM, the add fused). Exact; no per-row weight copies, and under autograd the backward is two dense GEMMs
-    instead of batched small ones and an index-add (1.1x-1.2x faster training steps on a mixed MiniLM batch)."""
+    instead of batched small ones and an index-add (a mixed 16x64 MiniLM micro-batch: 4-8% faster)."""
     k, r, fin = a_stack.shape[0] - 1, a_stack.shape[1], a_stack.shape[2]
     n, t = x.shape[0], x.shape[1]
     z = torch.mm(x.reshape(n * t, fin), a_stack[:k].reshape(k * r, fin).t()).view(n, t, k, r)

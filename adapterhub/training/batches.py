@@ -1,7 +1,8 @@
 """Training batches. Each draw takes ``batch_size`` rows from the per-task example streams (by the task sampler when
 several tasks train together); the draw is then cut into micro-batches by length (:func:`micro_batches`): rows
 sorted by length, each micro-batch at most ``token_budget`` padded tokens, so short rows (sentiment, NER) are not
-padded to the longest row of the draw (topic), and the cut points are chosen to pad least. Every micro-batch carries, per task, the share of that task's loss
+padded to the longest row of the draw (topic); the cut points, and whether a run of rows is one micro-batch or one per
+adapter, are chosen to cost least (:func:`plan`). Every micro-batch carries, per task, the share of that task's loss
 it holds in the draw (labelled rows, or labelled tokens): the sum over the micro-batches of ``share * loss`` is the
 draw's per-task mean loss, so the gradient is the one of the whole draw (the same rows, the same proportions). Rows
 are padded by the one :func:`adapterhub.data.collate`, which groups the labels per task."""
@@ -55,7 +56,8 @@ def draw_batch(tasks: dict[str, TaskData], streams: dict[str, ExampleStream], sa
 #: thread, about 21 ms against 0.38 ms per padded token (``benchmarks/micro_batches.py`` prints both)
 MICRO_BATCH_COST = 56
 #: what each further adapter in one micro-batch costs, in padded tokens: rows of several adapters (several methods
-#: above all: LoRA and bottleneck rows) go through every adapter's factors, masked per row; measured about 25 ms
+#: above all: LoRA and bottleneck rows) go through every adapter's factors, masked per row; measured 31-60 tokens
+#: for two LoRA adapters, 73-217 for LoRA with bottleneck (``benchmarks/micro_batches.py``): 64 is the low end
 MIXED_ADAPTER_COST = 64
 
 

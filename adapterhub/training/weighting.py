@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from ..errors import AdapterHubError
+from ..methods import CheckpointState
 
 
-class FixedWeighting(nn.Module):
+class FixedWeighting(nn.Module, CheckpointState):
     """``sum_t loss_weight_t * share_t * L_t`` (``share_t``: the micro-batch's part of the step's loss of task t)."""
 
     kind = "fixed"
@@ -48,18 +49,6 @@ class FixedWeighting(nn.Module):
 
     def after_step(self, step_losses: dict[str, float], acc) -> None:
         """After a real optimizer step, with each task's mean loss in it (``step_losses``)."""
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {}
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        pass
-
-    def state_json(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_json(self, d: dict[str, Any]) -> None:
-        pass
 
 
 class UncertaintyWeighting(FixedWeighting):
